@@ -1,0 +1,3 @@
+from gptnl.cli import main
+
+main()

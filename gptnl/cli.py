@@ -1,0 +1,170 @@
+"""The `gptnl` command: one subcommand per stage. User errors print one red line and exit 2;
+`--debug` (anywhere on the line) shows the traceback instead."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+from rich.table import Table
+
+from gptnl.errors import GptnlError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="gptnl: train, serve and evaluate Dutch language models.")
+tokenizer_app = typer.Typer(no_args_is_help=True, help="Train and inspect the Dutch BPE tokenizer.")
+app.add_typer(tokenizer_app, name="tokenizer")
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+HELDOUT = Path("data_pipeline/sample/heldout/nl-heldout.txt")
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")) -> None:
+    """gptnl: train, serve and evaluate Dutch language models."""
+
+
+@contextmanager
+def byte_progress(label: str, total: int):
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    corpus: Path = typer.Argument(..., help="Corpus dir (JSONL/JSONL.gz documents)."),
+    out: Path = typer.Option(..., "--out", help="Tokenizer folder to write."),
+    vocab_size: int = typer.Option(16000, "--vocab-size"),
+    min_frequency: int = typer.Option(2, "--min-frequency"),
+) -> None:
+    """Train a byte-level BPE tokenizer on a corpus dir."""
+    from gptnl import corpus as corpus_mod
+    from gptnl import tokenizer as tokenizer_mod
+
+    with byte_progress("tokenizer", corpus_mod.corpus_size(corpus)) as advance:
+        def texts():
+            for doc in corpus_mod.iter_documents(corpus):
+                advance(len(doc.text.encode("utf-8")))
+                yield doc.text
+
+        tok = tokenizer_mod.train(texts(), vocab_size, out, min_frequency=min_frequency,
+                                  source={"corpus": str(corpus)})
+    console.print(f"tokenizer with {tok.vocab_size} tokens written to {out}")
+    if tok.vocab_size < vocab_size:
+        console.print(f"[yellow]the corpus supports only {tok.vocab_size} of the {vocab_size} tokens asked for")
+
+
+@tokenizer_app.command("report")
+def tokenizer_report(
+    tokenizer: Path = typer.Argument(..., help="Tokenizer folder."),
+    text: Path = typer.Option(HELDOUT, "--text", help="Held-out plain-text file."),
+) -> None:
+    """Fertility (tokens per word) of a tokenizer on held-out text."""
+    from gptnl import tokenizer as tokenizer_mod
+
+    if not text.is_file():
+        raise GptnlError(f"{text}: held-out text file not found")
+    report = tokenizer_mod.fertility(tokenizer_mod.load(tokenizer), text.read_text(encoding="utf-8"))
+    table = Table(title=f"{tokenizer} on {text}")
+    for key in ("words", "tokens", "characters", "fertility", "chars_per_token"):
+        v = report[key]
+        table.add_row(key, f"{v:.3f}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+@app.command("pack")
+def pack_cmd(
+    corpus: Path = typer.Argument(..., help="Corpus dir (JSONL/JSONL.gz documents)."),
+    tokenizer: Path = typer.Option(..., "--tokenizer", help="Tokenizer folder."),
+    out: Path = typer.Option(..., "--out", help="Shards dir to write."),
+    seq_len: int = typer.Option(1024, "--seq-len"),
+    val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of documents (by id hash) for validation."),
+    shard_tokens: int = typer.Option(1 << 25, "--shard-tokens", help="Tokens per shard file."),
+) -> None:
+    """Tokenise a corpus into fixed-length sequences in memory-mapped shards."""
+    from gptnl import corpus as corpus_mod
+    from gptnl.pack import pack
+
+    with byte_progress("pack", corpus_mod.corpus_size(corpus)) as advance:
+        manifest = pack(corpus, tokenizer, seq_len, out, val_fraction=val_fraction, shard_tokens=shard_tokens,
+                        progress=advance)
+    for split, s in manifest["produced"]["splits"].items():
+        console.print(f"{split}: {s['documents']} documents, {s['tokens']:,} tokens, {s['sequences']} sequences "
+                      f"of {seq_len}, {len(s['shards'])} shard(s)")
+
+
+@app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="Training config YAML (configs/train/*.yaml)."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="Where checkpoints and metrics go; a restart resumes."),
+    shards: Path = typer.Option(None, "--shards", help="Shards dir (overrides data.shards)."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Overrides max_steps."),
+    zero_stage: int = typer.Option(None, "--zero-stage", help="Overrides zero_stage."),
+    universal: bool = typer.Option(False, "--universal", help="Resume from a converted universal checkpoint."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> int:
+    """Train with DeepSpeed (single process, or under torchrun / srun)."""
+    from gptnl.config import TrainConfig, load_train_config, validate
+    from gptnl.train.loop import train
+
+    cfg = load_train_config(config)
+    overrides = {k: v for k, v in {"max_steps": max_steps, "zero_stage": zero_stage}.items() if v is not None}
+    if overrides:
+        cfg = validate(TrainConfig, {**json.loads(cfg.model_dump_json()), **overrides}, f"{config} (with overrides)")
+    return train(cfg, run_dir, shards=shards, universal=universal, show_progress=progress)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="Training run dir."),
+    out: Path = typer.Option(..., "--out", help="HF model folder to write."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
+) -> None:
+    """Export the newest complete checkpoint as an HF LlamaForCausalLM folder."""
+    from gptnl.train.export import export_run
+
+    path = export_run(run_dir, out, dtype=dtype)
+    console.print(f"exported {run_dir} to {path}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where every stage writes."),
+    quick: bool = typer.Option(False, "--quick", help="A shorter training run."),
+    fresh: bool = typer.Option(False, "--fresh", help="Rebuild every stage instead of reusing outputs."),
+) -> None:
+    """The main job on the bundled sample: corpus → tokenizer → pack → train → export → generate."""
+    from gptnl.demo import run_demo
+
+    run_demo(out, quick=quick, fresh=fresh, console=console)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        rv = app(args=args, prog_name="gptnl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("[red]aborted")
+        sys.exit(130)
+    except GptnlError as exc:
+        if debug:
+            raise
+        err_console.print(f"[red]error: {exc}", soft_wrap=True)
+        sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,203 @@
+"""Typed configs for every YAML a user writes, and the one loader that validates them.
+
+Defaults live here and nowhere else. Errors name the file, the field and what is allowed, so a
+typo in a training config fails in the first second instead of after the DeepSpeed start-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gptnl.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a misspelt `gradient_clip` must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    """Llama-architecture dimensions (the names follow Meta's `params.json`)."""
+
+    name: str = "gptnl"
+    vocab_size: int | None = Field(
+        default=None, gt=0, description="null: taken from the tokenizer, rounded up to a multiple of 64"
+    )
+    dim: int = Field(gt=0)
+    n_layers: int = Field(gt=0)
+    n_heads: int = Field(gt=0)
+    n_kv_heads: int | None = Field(default=None, gt=0, description="null: same as n_heads (no GQA)")
+    ffn_dim: int = Field(gt=0)
+    max_seq_len: int = Field(default=2048, gt=0)
+    rope_theta: float = Field(default=10000.0, gt=0)
+    norm_eps: float = Field(default=1e-5, gt=0)
+    tie_embeddings: bool = False
+    init_std: float = Field(default=0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelConfig:
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if (self.dim // self.n_heads) % 2:
+            raise ValueError(f"head dim dim/n_heads = {self.dim // self.n_heads} must be even for RoPE")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})")
+        return self
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def with_vocab(self, tokenizer_vocab: int) -> ModelConfig:
+        """The config with `vocab_size` filled in from the tokenizer (rounded up to 64 for fast matmuls)."""
+        if self.vocab_size is not None:
+            if self.vocab_size < tokenizer_vocab:
+                raise ConfigError(
+                    f"model vocab_size {self.vocab_size} is smaller than the tokenizer's {tokenizer_vocab} tokens"
+                )
+            return self
+        return self.model_copy(update={"vocab_size": -(-tokenizer_vocab // 64) * 64})
+
+
+class OptimConfig(Strict):
+    """AdamW with linear warmup and cosine decay to `min_lr`."""
+
+    lr: float = Field(default=3e-4, gt=0)
+    min_lr: float = Field(default=3e-5, ge=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(default=1e-8, gt=0)
+    warmup_steps: int = Field(default=100, ge=0)
+    grad_clip: float = Field(default=1.0, ge=0, description="global-norm clip; 0 disables it")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> OptimConfig:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        return self
+
+
+class BatchConfig(Strict):
+    micro_batch_size: int = Field(default=8, gt=0, description="sequences per process per micro-step")
+    grad_accum_steps: int = Field(default=1, gt=0)
+
+
+class DataConfig(Strict):
+    shards: Path | None = Field(default=None, description="output dir of `gptnl pack`")
+    seed: int = 1234
+
+
+class EvalConfig(Strict):
+    every: int = Field(default=100, ge=0, description="0 disables validation")
+    batches: int = Field(default=8, gt=0, description="micro-batches per process per validation")
+
+
+class CheckpointConfig(Strict):
+    every: int = Field(default=100, ge=0, description="0: only on signals and at the end")
+    keep_last: int = Field(default=3, gt=0)
+    integrity: Literal["sha256", "size"] = Field(
+        default="sha256", description="how a checkpoint's completeness is proven before it is resumed"
+    )
+
+
+class MetricsConfig(Strict):
+    log_every: int = Field(default=10, gt=0)
+    tensorboard: bool = True
+    peak_tflops: float | None = Field(
+        default=None, gt=0, description="per-device peak for MFU; null: known GPUs only, none on CPU"
+    )
+
+
+class TrainConfig(Strict):
+    """One training run. `model` is a path (relative to this file) or the model mapping inline."""
+
+    model: ModelConfig
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    batch: BatchConfig = BatchConfig()
+    max_steps: int = Field(gt=0)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 on GPU, fp32 on CPU")
+    activation_checkpointing: bool = False
+    eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping, or a ConfigError that names the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    return data
+
+
+def _describe(exc: ValidationError, cls: type[BaseModel]) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_fields(cls, err["loc"][:-1])
+            msg = f"unknown field; allowed: {', '.join(allowed)}" if allowed else "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in err and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {err['input']!r})"
+        parts.append(f"{field}: {msg}")
+    return "; ".join(parts)
+
+
+def _allowed_fields(cls: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        info = cls.model_fields.get(str(part)) if isinstance(part, str) else None
+        ann = getattr(info, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        cls = ann
+    return list(cls.model_fields)
+
+
+def validate(cls: type[C], data: dict[str, Any], source: str) -> C:
+    """`cls(**data)`, or a ConfigError naming `source`, each bad field and what it allows."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc, cls)}") from None
+
+
+def load_model_config(path: Path) -> ModelConfig:
+    return validate(ModelConfig, read_yaml(path), str(path))
+
+
+def load_train_config(path: Path) -> TrainConfig:
+    """A training config; a string `model:` is read as a model YAML relative to this file."""
+    path = Path(path)
+    data = read_yaml(path)
+    model = data.get("model")
+    if isinstance(model, str):
+        model_path = (path.parent / model).resolve()
+        if not model_path.is_file():
+            raise ConfigError(f"{path}: model: file {model} not found (looked at {model_path})")
+        data = {**data, "model": read_yaml(model_path)}
+    return validate(TrainConfig, data, str(path))

@@ -1,0 +1,156 @@
+"""Train and load the Dutch byte-level BPE tokenizer, written as Hugging Face files.
+
+Byte-level BPE never meets an unknown character; NFC first so that "é" typed two ways is one
+token sequence; digits are split one by one so numbers (postcodes, amounts, dates) do not eat
+vocabulary. The folder loads unchanged in `transformers.AutoTokenizer` and therefore in vLLM,
+which renders the same chat template at serving time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from gptnl.errors import GptnlError
+from gptnl.fileio import atomic_write_text, write_manifest
+
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+SPECIAL_TOKENS = (PAD, BOS, EOS, *ROLE_TOKENS)
+
+# Each turn: role marker, newline, content, <|end|>, newline. `add_generation_prompt` opens an
+# assistant turn; generation stops at <|end|> (listed as an eos id in generation_config.json).
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('unknown role ' ~ message['role'] ~ '; allowed: system, user, assistant') }}"
+    "{% endif %}"
+    "{{ '<|' ~ message['role'] ~ '|>\n' ~ message['content'] ~ '<|end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@dataclass(frozen=True)
+class DutchTokenizer:
+    """A loaded tokenizer folder: the fast tokenizer plus the ids the trainer and packer need."""
+
+    path: Path
+    tokenizer: Tokenizer
+    checksum: str
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def id(self, token: str) -> int:
+        tid = self.tokenizer.token_to_id(token)
+        if tid is None:
+            raise GptnlError(f"{self.path}: tokenizer has no {token} token")
+        return tid
+
+    @property
+    def eos_id(self) -> int:
+        return self.id(EOS)
+
+
+def build_untrained() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def train(
+    texts: Iterable[str],
+    vocab_size: int,
+    out: Path,
+    *,
+    min_frequency: int = 2,
+    model_max_length: int = 4096,
+    source: dict | None = None,
+) -> DutchTokenizer:
+    """Train on `texts` and write the tokenizer folder `out` (files written atomically)."""
+    if vocab_size < 256 + len(SPECIAL_TOKENS):
+        raise GptnlError(f"--vocab-size {vocab_size} is too small: byte-level BPE needs at least 263")
+    tok = build_untrained()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "tokenizer.json", tok.to_str(pretty=True))
+    special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "additional_special_tokens": list(ROLE_TOKENS)}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special,
+        "model_max_length": model_max_length,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "chat_template": CHAT_TEMPLATE,
+    }
+    atomic_write_text(out / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False))
+    atomic_write_text(out / "special_tokens_map.json", json.dumps(special, indent=2))
+    loaded = load(out)
+    write_manifest(
+        out,
+        stage="tokenizer",
+        consumed=source or {},
+        produced={"vocab_size": loaded.vocab_size, "checksum": loaded.checksum},
+        config={"vocab_size": vocab_size, "min_frequency": min_frequency},
+    )
+    return loaded
+
+
+def checksum(path: Path) -> str:
+    """sha256 of tokenizer.json: what the packer records so shards are never mixed with another vocabulary."""
+    return hashlib.sha256((Path(path) / "tokenizer.json").read_bytes()).hexdigest()
+
+
+def load(path: Path) -> DutchTokenizer:
+    path = Path(path)
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        raise GptnlError(f"{path}: not a tokenizer folder (no tokenizer.json); train one with `gptnl tokenizer train`")
+    try:
+        tok = Tokenizer.from_file(str(file))
+    except Exception as exc:  # tokenizers raises bare Exception on a bad file
+        raise GptnlError(f"{file}: cannot be loaded ({exc})") from None
+    return DutchTokenizer(path=path, tokenizer=tok, checksum=checksum(path))
+
+
+def fertility(tok: DutchTokenizer, text: str, progress: Callable[[int], None] | None = None) -> dict:
+    """Tokens per whitespace-separated word (lower is better; English BPEs give ~1.3 on English)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    words = sum(len(line.split()) for line in lines)
+    tokens = 0
+    for enc in tok.tokenizer.encode_batch(lines, add_special_tokens=False):
+        tokens += len(enc.ids)
+        if progress:
+            progress(1)
+    if words == 0:
+        raise GptnlError("the held-out text has no words")
+    return {
+        "words": words,
+        "tokens": tokens,
+        "characters": sum(len(line) for line in lines),
+        "fertility": tokens / words,
+        "chars_per_token": sum(len(line) for line in lines) / max(tokens, 1),
+    }

@@ -1,0 +1,218 @@
+"""The training loop: DeepSpeed engine, packed data in a resumable order, validation, metrics,
+checkpoints on a schedule and on preemption signals, automatic resume from the newest intact one."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from gptnl.config import TrainConfig
+from gptnl.errors import CheckpointError, ConfigError, GptnlError
+from gptnl.fileio import atomic_write_json, write_manifest
+from gptnl.model import Llama
+from gptnl.train import checkpoint as ckpt
+from gptnl.train import distributed as dist_env
+from gptnl.train.data import SequenceOrder, Shards, micro_batch_positions, validation_indices
+from gptnl.train.engine import build, resolve_precision
+from gptnl.train.metrics import MetricsLog, peak_tflops, plot_loss
+from gptnl.train.preemption import EXIT_PREEMPTED, PreemptionFlag
+
+RUN_CONFIG = "train_config.json"
+
+
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy inside each packed sequence, in fp32."""
+    v = logits.shape[-1]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, v).float(), tokens[:, 1:].reshape(-1))
+
+
+def _record_run_config(run_dir: Path, cfg: TrainConfig, shards: Path, shards_manifest: dict) -> dict:
+    """Write the resolved config on the first start; on a restart, refuse a different model or data."""
+    run_cfg = {
+        "train": json.loads(cfg.model_dump_json()),
+        "shards": str(Path(shards).resolve()),
+        "tokenizer": shards_manifest["consumed"]["tokenizer"],
+        "seq_len": shards_manifest["produced"]["seq_len"],
+    }
+    path = run_dir / RUN_CONFIG
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old["train"]["model"] != run_cfg["train"]["model"]:
+            raise ConfigError(f"{run_dir} holds a run of a different model; use a new --run-dir")
+        if old["tokenizer"]["checksum"] != run_cfg["tokenizer"]["checksum"]:
+            raise ConfigError(f"{run_dir} was trained on shards of another tokenizer; use a new --run-dir")
+    atomic_write_json(path, run_cfg)
+    return run_cfg
+
+
+def _validate(engine, val: Shards, cfg: TrainConfig, rank: int, world: int, device) -> float:
+    engine.eval()
+    loss_sum = count = 0.0
+    with torch.no_grad():
+        for idx in validation_indices(len(val), cfg.eval.batches, cfg.batch.micro_batch_size, rank, world):
+            x = val.batch(idx).to(device)
+            loss_sum += lm_loss(engine(x), x).item() * len(idx)
+            count += len(idx)
+    engine.train()
+    total, n = dist_env.all_sum([loss_sum, count], device)
+    return total / n
+
+
+def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, universal: bool = False,
+          show_progress: bool = True) -> int:
+    """Train until `max_steps` (0), or until a preemption signal (EXIT_PREEMPTED). Resumes automatically."""
+    rank, world, device = dist_env.init()
+    deepspeed = dist_env.import_deepspeed()
+    run_dir = Path(run_dir)
+    console = Console(stderr=False, highlight=False)
+    engine = None
+    clean = False
+    flag = PreemptionFlag().install()
+    try:
+        shards = shards or cfg.data.shards
+        if shards is None:
+            raise ConfigError("no shards: set data.shards in the config or pass --shards")
+        train_data = Shards(shards, "train")
+        val_data = Shards(shards, "validation")
+        seq_len = train_data.seq_len
+        model_cfg = cfg.model.with_vocab(train_data.vocab_size)
+        if seq_len > model_cfg.max_seq_len:
+            raise ConfigError(f"shards have seq_len {seq_len}, above the model's max_seq_len {model_cfg.max_seq_len}")
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _record_run_config(run_dir, cfg.model_copy(update={"model": model_cfg}), shards, train_data.manifest)
+        torch.distributed.barrier()
+
+        torch.manual_seed(cfg.data.seed)
+        model = Llama(model_cfg).to(device)
+        model.checkpoint_activations = cfg.activation_checkpointing
+        precision = resolve_precision(cfg.precision)
+        engine, scheduler = build(deepspeed, model, cfg, precision, load_universal=universal)
+
+        step, position = 0, 0
+        found = ckpt.newest_complete(run_dir) if rank == 0 else None
+        found = dist_env.broadcast_object(found)
+        if found is not None:
+            if not universal:
+                ckpt.check_compatible(found, world, cfg.zero_stage)
+            tag = found.tag + "_universal" if universal else found.tag
+            if universal and not (run_dir / tag).is_dir():
+                raise CheckpointError(f"--universal: {run_dir / tag} not found; convert the checkpoint first")
+            _, client = engine.load_checkpoint(str(run_dir), tag=tag)
+            if client is None:
+                raise CheckpointError(f"{run_dir / tag}: DeepSpeed could not load this checkpoint")
+            step, position = found.meta["step"], found.meta["position"]
+            if rank == 0:
+                console.print(f"resumed from {run_dir / tag} at step {step}")
+
+        metrics = MetricsLog(run_dir, enabled=rank == 0, tensorboard=cfg.metrics.tensorboard)
+        metrics.truncate_after(step)
+        order = SequenceOrder(len(train_data), cfg.data.seed)
+        mb, ga = cfg.batch.micro_batch_size, cfg.batch.grad_accum_steps
+        global_batch = mb * ga * world
+        flops_per_step = model.flops_per_token(seq_len) * global_batch * seq_len
+        peak = peak_tflops(cfg.metrics.peak_tflops, device)
+        if rank == 0:
+            console.print(
+                f"model {model_cfg.name}: {model.num_params() / 1e6:.2f}M parameters, {world} process(es), "
+                f"ZeRO-{cfg.zero_stage}, {precision}, {global_batch}×{seq_len} tokens per step, "
+                f"{len(train_data)} training sequences"
+            )
+
+        def save(step: int, position: int) -> None:
+            tag = ckpt.tag_for(step)
+            meta = {"step": step, "position": position, "world_size": world, "zero_stage": cfg.zero_stage,
+                    "global_batch": global_batch, "seed": cfg.data.seed}
+            engine.save_checkpoint(str(run_dir), tag=tag, client_state=meta, save_latest=False)
+            torch.distributed.barrier()
+            if rank == 0:
+                ckpt.write_marker(run_dir, tag, meta, cfg.checkpoint.integrity)
+                ckpt.set_latest(run_dir, tag)
+                ckpt.prune(run_dir, cfg.checkpoint.keep_last)
+            torch.distributed.barrier()
+
+        progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+            disable=rank != 0 or not show_progress,
+        )
+        with progress:
+            bar = progress.add_task("train", total=cfg.max_steps, completed=step, info="")
+            t0, steps_in_window = time.perf_counter(), 0
+            while step < cfg.max_steps:
+                loss_sum = 0.0
+                for micro in range(ga):
+                    idx = [order[p] for p in micro_batch_positions(position, micro, rank, world, mb)]
+                    x = train_data.batch(idx).to(device)
+                    loss = lm_loss(engine(x), x)
+                    engine.backward(loss)
+                    engine.step()
+                    loss_sum += loss.item()
+                step += 1
+                position += global_batch
+                steps_in_window += 1
+                preempted = dist_env.any_rank(flag.raised, device)
+
+                if step % cfg.metrics.log_every == 0 or step == cfg.max_steps or preempted:
+                    (loss_mean,) = dist_env.all_mean([loss_sum / ga], device)
+                    dt = time.perf_counter() - t0
+                    tflops = flops_per_step * steps_in_window / dt / world / 1e12
+                    grad_norm = engine.get_global_grad_norm()
+                    record = {
+                        "step": step, "loss": loss_mean, "lr": scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                        "tokens_per_s": global_batch * seq_len * steps_in_window / dt,
+                        "tflops_per_device": tflops, "mfu": tflops / peak if peak else None,
+                        "tokens_seen": position * seq_len,
+                    }
+                    metrics.log(record)
+                    progress.update(bar, info=f"loss {loss_mean:.4f}  {record['tokens_per_s']:,.0f} tok/s")
+                    t0, steps_in_window = time.perf_counter(), 0
+
+                if val_data.num_sequences and cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.max_steps):
+                    val_loss = _validate(engine, val_data, cfg, rank, world, device)
+                    metrics.log({"step": step, "val_loss": val_loss, "val_ppl": float(torch.tensor(val_loss).exp())})
+                    t0 = time.perf_counter()
+
+                if preempted or step == cfg.max_steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
+                    save(step, position)
+                    t0 = time.perf_counter()
+                progress.update(bar, completed=step)
+                if preempted:
+                    if rank == 0:
+                        console.print(f"signal {flag.signal} received: checkpoint {ckpt.tag_for(step)} written, "
+                                      f"exiting with code {EXIT_PREEMPTED} so the job can be requeued")
+                    metrics.close()
+                    clean = True
+                    return EXIT_PREEMPTED
+        metrics.close()
+        if rank == 0:
+            plot_loss(run_dir)
+            write_manifest(
+                run_dir, stage="train",
+                consumed={"shards": str(Path(shards).resolve()), "tokenizer": train_data.manifest["consumed"]["tokenizer"]},
+                produced={"step": step, "checkpoint": ckpt.tag_for(step), "tokens_seen": position * seq_len,
+                          "parameters": model.num_params()},
+                config=json.loads(cfg.model_copy(update={"model": model_cfg}).model_dump_json()),
+            )
+            console.print(f"done: step {step}, checkpoint {run_dir / ckpt.tag_for(step)}")
+        clean = True
+        return 0
+    finally:
+        flag.restore()
+        dist_env.shutdown(engine, barrier=clean)
+
+
+def shards_of_run(run_dir: Path) -> dict:
+    """The resolved run config a training run recorded (used by export)."""
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.is_file():
+        raise GptnlError(f"{run_dir}: not a training run dir (no {RUN_CONFIG})")
+    return json.loads(path.read_text())
+
