@@ -21,7 +21,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 tokenizer_app = typer.Typer(no_args_is_help=True, help="Train and inspect the Dutch BPE tokenizer.")
 app.add_typer(tokenizer_app, name="tokenizer")
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 HELDOUT = Path("data_pipeline/sample/heldout/nl-heldout.txt")
 

@@ -21,7 +21,7 @@ from gptnl.errors import GptnlError
 from gptnl.fileio import atomic_write_bytes, sha256_file, write_manifest
 
 SPLITS = ("train", "validation")
-ENCODE_BATCH = 256
+ENCODE_BATCH = 64  # documents per encode_batch call: bounds memory (token lists of Python ints are large)
 
 
 def split_of(doc_id: str, val_fraction: float) -> str:

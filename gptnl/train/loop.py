@@ -70,7 +70,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
     rank, world, device = dist_env.init()
     deepspeed = dist_env.import_deepspeed()
     run_dir = Path(run_dir)
-    console = Console(stderr=False, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     engine = None
     clean = False
     flag = PreemptionFlag().install()

@@ -1,0 +1,99 @@
+"""Shared fixtures: a tokenizer and shards built once from the bundled sample corpus, and a helper
+that runs the real trainer under torchrun in fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gptnl import tokenizer as tokenizer_mod
+from gptnl.pack import pack
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data_pipeline" / "sample"
+TINY_MODEL = ROOT / "configs" / "model" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def sample_tokenizer(tmp_path_factory) -> Path:
+    from gptnl.corpus import iter_documents
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    tokenizer_mod.train((d.text for d in iter_documents(SAMPLE)), 2000, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_shards(tmp_path_factory, sample_tokenizer) -> Path:
+    out = tmp_path_factory.mktemp("shards")
+    pack(SAMPLE, sample_tokenizer, 64, out, val_fraction=0.1)
+    return out
+
+
+def write_train_config(path: Path, shards: Path, **overrides) -> Path:
+    """A small, fast training config; `overrides` replace top-level sections."""
+    cfg = {
+        "model": str(TINY_MODEL),
+        "data": {"shards": str(shards), "seed": 7},
+        "optim": {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 2, "grad_clip": 1.0},
+        "batch": {"micro_batch_size": 4, "grad_accum_steps": 2},
+        "max_steps": 8,
+        "zero_stage": 2,
+        "eval": {"every": 4, "batches": 2},
+        "checkpoint": {"every": 4, "keep_last": 3},
+        "metrics": {"log_every": 1, "tensorboard": False},
+    }
+    cfg.update(overrides)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def trainer_cmd(config: Path, run_dir: Path, nproc: int, *extra: str) -> list[str]:
+    if nproc == 1:
+        return [sys.executable, "-m", "gptnl.train", str(config), "--run-dir", str(run_dir), "--no-progress", *extra]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "gptnl.train", str(config), "--run-dir", str(run_dir), "--no-progress", *extra]
+
+
+def trainer_env() -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def run_trainer(config: Path, run_dir: Path, nproc: int = 2, *extra: str, timeout: int = 300):
+    return subprocess.run(trainer_cmd(config, run_dir, nproc, *extra), env=trainer_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    path = Path(run_dir) / "metrics.jsonl"
+    out = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            out[rec["step"]] = rec["loss"]
+    return out
+
+
+def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 240) -> int:
+    """Poll metrics.jsonl until a step >= `step` is logged; returns the step seen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer exited early with {proc.returncode}")
+        path = Path(run_dir) / "metrics.jsonl"
+        if path.is_file():
+            steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+            if steps and max(steps) >= step:
+                return max(steps)
+        time.sleep(0.01)
+    raise AssertionError(f"step {step} not reached in {timeout}s")

@@ -1,0 +1,85 @@
+"""HF export: transformers computes our logits, and export → import is lossless."""
+
+import json
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+from gptnl.config import ModelConfig
+from gptnl.errors import GptnlError
+from gptnl.hf import load_pretrained, save_pretrained
+from gptnl.model import Llama
+from gptnl import tokenizer as tokenizer_mod
+
+DUTCH = ("De gemeenteraad van Zuiderveen heeft op dinsdagavond ingestemd met de bouw van "
+         "een nieuwe fietsbrug over de rivier. Wethouder Jansen verwacht dat de brug in 2027 klaar is.")
+
+
+def random_model(tie: bool, kv: int, theta: float) -> Llama:
+    torch.manual_seed(3)
+    cfg = ModelConfig(name="t", vocab_size=2048, dim=128, n_layers=3, n_heads=8, n_kv_heads=kv, ffn_dim=352,
+                      max_seq_len=256, rope_theta=theta, tie_embeddings=tie)
+    m = Llama(cfg)
+    with torch.no_grad():  # non-trivial norms so a swapped norm would show
+        for name, p in m.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    return m.eval()
+
+
+@pytest.mark.parametrize("tie, kv, theta", [(True, 2, 10000.0), (False, 8, 500000.0)])
+def test_transformers_logits_equal_ours(tmp_path, sample_tokenizer, tie, kv, theta):
+    ours = random_model(tie, kv, theta)
+    out = save_pretrained(ours.state_dict(), ours.cfg, sample_tokenizer, tmp_path / "model")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    assert type(hf).__name__ == "LlamaForCausalLM"
+    ids = hf_tok(DUTCH, return_tensors="pt").input_ids
+    assert ids.shape[1] > 30
+    with torch.no_grad():
+        theirs, mine = hf(ids).logits, ours(ids)
+    assert (theirs - mine).abs().max().item() < 1e-5
+    assert mine.abs().max().item() > 0.1  # the comparison is not between two near-zero tensors
+
+
+def test_round_trip_is_lossless(tmp_path, sample_tokenizer):
+    ours = random_model(True, 2, 10000.0)
+    first = save_pretrained(ours.state_dict(), ours.cfg, sample_tokenizer, tmp_path / "a")
+    back = load_pretrained(first)
+    for (k1, v1), (k2, v2) in zip(ours.state_dict().items(), back.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+    second = save_pretrained(back.state_dict(), back.cfg, sample_tokenizer, tmp_path / "b")
+    a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "lm_head.weight" not in a  # tied: stored once, as HF does
+
+
+def test_export_files_and_config(tmp_path, sample_tokenizer):
+    ours = random_model(False, 8, 10000.0)
+    out = save_pretrained(ours.state_dict(), ours.cfg, sample_tokenizer, tmp_path / "m", dtype="bfloat16")
+    for name in ("config.json", "model.safetensors", "generation_config.json", *tokenizer_mod.FILES):
+        assert (out / name).is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["num_key_value_heads"] == 8
+    assert config["torch_dtype"] == "bfloat16"
+    assert load_file(str(out / "model.safetensors"))["model.embed_tokens.weight"].dtype == torch.bfloat16
+    gen = json.loads((out / "generation_config.json").read_text())
+    tok = tokenizer_mod.load(sample_tokenizer)
+    assert gen["eos_token_id"] == [tok.eos_id, tok.id("<|end|>")]
+
+
+def test_import_refuses_other_architectures(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(GptnlError, match="only 'llama'"):
+        load_pretrained(tmp_path)
+
+
+def test_import_reports_corrupt_weights(tmp_path, sample_tokenizer):
+    ours = random_model(True, 2, 10000.0)
+    out = save_pretrained(ours.state_dict(), ours.cfg, sample_tokenizer, tmp_path / "m")
+    (out / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(GptnlError, match="cannot be read"):
+        load_pretrained(out)

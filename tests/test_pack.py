@@ -1,0 +1,112 @@
+"""Packing: exact token accounting, stable splits, bounded memory."""
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from gptnl import tokenizer as tokenizer_mod
+from gptnl.corpus import iter_documents
+from gptnl.errors import GptnlError
+from gptnl.pack import pack, split_of
+from gptnl.train.data import Shards
+
+from conftest import SAMPLE
+
+
+def stream(shards_dir, split):
+    m = json.loads((shards_dir / "manifest.json").read_text())["produced"]
+    return np.concatenate([np.fromfile(shards_dir / s["file"], dtype=m["dtype"]) for s in m["splits"][split]["shards"]])
+
+
+def expected_streams(corpus, tok_dir, val_fraction):
+    tok = tokenizer_mod.load(tok_dir)
+    out = {"train": [], "validation": []}
+    for doc in iter_documents(corpus):
+        out[split_of(doc.id, val_fraction)] += tok.tokenizer.encode(doc.text, add_special_tokens=False).ids + [tok.eos_id]
+    return out
+
+
+def test_token_count_is_sum_over_documents_plus_eos(sample_tokenizer, sample_shards):
+    manifest = json.loads((sample_shards / "manifest.json").read_text())
+    splits = manifest["produced"]["splits"]
+    expected = expected_streams(SAMPLE, sample_tokenizer, 0.1)
+    n_docs = sum(1 for _ in iter_documents(SAMPLE))
+    assert splits["train"]["documents"] + splits["validation"]["documents"] == n_docs
+    for split in ("train", "validation"):
+        assert splits[split]["tokens"] == len(expected[split])
+        got = stream(sample_shards, split)
+        assert len(got) == splits[split]["sequences"] * 64
+        assert len(got) + splits[split]["tokens_dropped"] == len(expected[split])
+        assert got.tolist() == expected[split][: len(got)]
+    assert splits["validation"]["documents"] > 0
+
+
+def test_manifest_records_tokenizer_and_checksums(sample_tokenizer, sample_shards):
+    m = json.loads((sample_shards / "manifest.json").read_text())
+    assert m["consumed"]["tokenizer"]["checksum"] == tokenizer_mod.load(sample_tokenizer).checksum
+    assert all(len(f["sha256"]) == 64 for f in m["consumed"]["files"])
+    assert m["produced"]["dtype"] == "uint16"
+    shards = Shards(sample_shards, "train")
+    assert len(shards) == m["produced"]["splits"]["train"]["sequences"]
+
+
+def test_split_is_stable_when_documents_are_added(tmp_path, sample_tokenizer):
+    docs = [json.dumps({"id": d.id, "text": d.text}, ensure_ascii=False) for d in iter_documents(SAMPLE)]
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.mkdir(), big.mkdir()
+    (small / "a.jsonl").write_text("\n".join(docs[:120]) + "\n")
+    (big / "a.jsonl").write_text("\n".join(docs[:120]) + "\n")
+    (big / "b.jsonl").write_text("\n".join(docs[120:]) + "\n")
+    a = pack(small, sample_tokenizer, 32, tmp_path / "sa", val_fraction=0.2)
+    b = pack(big, sample_tokenizer, 32, tmp_path / "sb", val_fraction=0.2)
+    # documents keep their split: the old validation stream is a prefix of the new one
+    old, new = stream(tmp_path / "sa", "validation"), stream(tmp_path / "sb", "validation")
+    assert len(old) > 0 and new[: len(old)].tolist() == old.tolist()
+    sa, sb = a["produced"]["splits"], b["produced"]["splits"]
+    assert sb["validation"]["documents"] >= sa["validation"]["documents"]
+    assert sb["train"]["documents"] > sa["train"]["documents"]
+
+
+def test_many_small_shards(tmp_path, sample_tokenizer):
+    m = pack(SAMPLE, sample_tokenizer, 64, tmp_path / "s", val_fraction=0.1, shard_tokens=64 * 50)
+    train = m["produced"]["splits"]["train"]
+    assert len(train["shards"]) > 3 and all(s["sequences"] <= 50 for s in train["shards"])
+    shards = Shards(tmp_path / "s", "train")
+    assert shards.sequence(len(shards) - 1).shape == (64,)
+
+
+def test_packing_10mb_does_not_hold_the_corpus(tmp_path, sample_tokenizer):
+    texts = [d.text for d in iter_documents(SAMPLE)]
+    corpus = tmp_path / "big"
+    corpus.mkdir()
+    size = 0
+    with open(corpus / "big.jsonl", "w", encoding="utf-8") as fh:
+        i = 0
+        while size < 10_000_000:
+            line = json.dumps({"id": f"d{i}", "text": texts[i % len(texts)]}, ensure_ascii=False) + "\n"
+            fh.write(line)
+            size += len(line.encode())
+            i += 1
+    tracemalloc.start()
+    m = pack(corpus, sample_tokenizer, 256, tmp_path / "s", shard_tokens=1 << 18)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert m["produced"]["splits"]["train"]["tokens"] > 2_000_000
+    assert peak < 5_000_000, f"peak Python memory {peak / 1e6:.1f} MB while packing 10 MB"
+
+
+def test_truncated_shard_is_detected(tmp_path, sample_tokenizer):
+    pack(SAMPLE, sample_tokenizer, 64, tmp_path / "s", val_fraction=0.1)
+    f = tmp_path / "s" / "train-00000.bin"
+    f.write_bytes(f.read_bytes()[:-10])
+    with pytest.raises(GptnlError, match="truncated shard"):
+        Shards(tmp_path / "s", "train")
+
+
+def test_corpus_smaller_than_one_sequence_is_refused(tmp_path, sample_tokenizer):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "a.jsonl").write_text('{"id": "a", "text": "Kort."}\n')
+    with pytest.raises(GptnlError, match="fewer than one sequence"):
+        pack(tmp_path / "c", sample_tokenizer, 64, tmp_path / "s")
