@@ -22,28 +22,38 @@ from gptnl.errors import GptnlError
 from gptnl.fileio import atomic_write_json, write_manifest
 from gptnl.model import Llama
 
+# Our per-layer tensors → HF's; a fused tensor maps to several HF tensors stacked along dim 0.
 _LAYER = {
-    "attention.wq": "self_attn.q_proj",
-    "attention.wk": "self_attn.k_proj",
-    "attention.wv": "self_attn.v_proj",
-    "attention.wo": "self_attn.o_proj",
-    "feed_forward.w1": "mlp.gate_proj",
-    "feed_forward.w3": "mlp.up_proj",
-    "feed_forward.w2": "mlp.down_proj",
-    "attention_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
+    "attention.wqkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "attention.wo": ("self_attn.o_proj",),
+    "feed_forward.w13": ("mlp.gate_proj", "mlp.up_proj"),
+    "feed_forward.w2": ("mlp.down_proj",),
+    "attention_norm": ("input_layernorm",),
+    "ffn_norm": ("post_attention_layernorm",),
 }
 _TOP = {"tok_embeddings": "model.embed_tokens", "norm": "model.norm", "output": "lm_head"}
 _OURS_LAYER = re.compile(r"^layers\.(\d+)\.(.+)\.weight$")
-_HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)\.weight$")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _sizes(cfg: ModelConfig, ours: str) -> list[int]:
+    if ours == "attention.wqkv":
+        return [cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim]
+    if ours == "feed_forward.w13":
+        return [cfg.ffn_dim, cfg.ffn_dim]
+    return []
 
 
 def to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     out = {}
     for name, t in state.items():
         if m := _OURS_LAYER.match(name):
-            out[f"model.layers.{m.group(1)}.{_LAYER[m.group(2)]}.weight"] = t
+            layer, ours = m.group(1), m.group(2)
+            if ours not in _LAYER:
+                raise GptnlError(f"unexpected tensor {name} in the model state")
+            parts = t.split(_sizes(cfg, ours), dim=0) if len(_LAYER[ours]) > 1 else (t,)
+            for hf_name, part in zip(_LAYER[ours], parts):
+                out[f"model.layers.{layer}.{hf_name}.weight"] = part
         elif name.endswith(".weight") and name[: -len(".weight")] in _TOP:
             out[_TOP[name[: -len(".weight")]] + ".weight"] = t
         else:
@@ -54,18 +64,23 @@ def to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.T
 
 
 def from_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    layer = {v: k for k, v in _LAYER.items()}
     top = {v: k for k, v in _TOP.items()}
-    out = {}
+    out, used = {}, set()
     for name, t in state.items():
-        if m := _HF_LAYER.match(name):
-            if m.group(2) not in layer:
-                raise GptnlError(f"unexpected tensor {name}: not a plain Llama layer")
-            out[f"layers.{m.group(1)}.{layer[m.group(2)]}.weight"] = t
-        elif name.endswith(".weight") and name[: -len(".weight")] in top:
+        if name.endswith(".weight") and name[: -len(".weight")] in top:
             out[top[name[: -len(".weight")]] + ".weight"] = t
-        else:
-            raise GptnlError(f"unexpected tensor {name}: not a plain Llama model")
+            used.add(name)
+    for i in range(cfg.n_layers):
+        for ours, hf_names in _LAYER.items():
+            keys = [f"model.layers.{i}.{h}.weight" for h in hf_names]
+            missing = [k for k in keys if k not in state]
+            if missing:
+                raise GptnlError(f"tensor {missing[0]} is missing: not a complete Llama model")
+            out[f"layers.{i}.{ours}.weight"] = torch.cat([state[k] for k in keys], dim=0) if len(keys) > 1 else state[keys[0]]
+            used.update(keys)
+    extra = sorted(set(state) - used)
+    if extra:
+        raise GptnlError(f"unexpected tensor {extra[0]}: not a plain Llama model")
     if cfg.tie_embeddings:
         out["output.weight"] = out["tok_embeddings.weight"]
     return out

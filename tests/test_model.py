@@ -28,14 +28,14 @@ def test_logits_shape_and_causality():
 def test_gqa_has_fewer_kv_weights():
     m = Llama(cfg(n_kv_heads=2))
     att = m.layers[0].attention
-    assert att.wk.weight.shape == (2 * 16, 64) and att.wq.weight.shape == (4 * 16, 64)
+    assert att.wqkv.weight.shape == ((4 + 2 + 2) * 16, 64)
 
 
 def test_parameter_count_matches_formula():
     c = cfg(tie_embeddings=False)
     m = Llama(c)
     hd = c.dim // c.n_heads
-    per_layer = c.dim * hd * (c.n_heads * 2 + c.kv_heads * 2) + 3 * c.dim * c.ffn_dim + 2 * c.dim
+    per_layer = c.dim * hd * (c.n_heads * 2 + c.kv_heads * 2) + 3 * c.dim * c.ffn_dim + 2 * c.dim  # q,o + k,v + mlp + norms
     expected = c.n_layers * per_layer + c.dim + 2 * c.vocab_size * c.dim
     assert m.num_params() == expected
     assert m.num_params(exclude_embeddings=True) == expected - c.vocab_size * c.dim

@@ -27,9 +27,10 @@ RUN_CONFIG = "train_config.json"
 
 
 def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy inside each packed sequence, in fp32."""
-    v = logits.shape[-1]
-    return F.cross_entropy(logits[:, :-1].reshape(-1, v).float(), tokens[:, 1:].reshape(-1))
+    """Next-token cross-entropy inside each packed sequence, in fp32. The labels are shifted, not
+    the logits: slicing the (batch, seq, vocab) logits costs a full-size copy and zero-fill in backward."""
+    labels = F.pad(tokens[:, 1:], (0, 1), value=-100)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
 
 
 def _record_run_config(run_dir: Path, cfg: TrainConfig, shards: Path, shards_manifest: dict) -> dict:

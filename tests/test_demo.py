@@ -1,0 +1,31 @@
+"""The main job, as a user runs it: `gptnl demo --quick`, then again to see it reuse its outputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "gptnl", "demo", "--quick", "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for stage in ("1/5 tokenizer", "2/5 pack", "3/5 train", "4/5 export", "5/5 generate", "demo done"):
+        assert stage in first.stdout
+    continuations = [line for line in first.stdout.splitlines() if line.strip().startswith("•")]
+    assert len(continuations) == 3
+    assert (out / "train" / "loss.png").is_file()
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert json.loads((out / "model" / "manifest.json").read_text())["produced"]["step"] == 80
+
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("reusing") == 4
+    assert "torchrun" not in second.stdout  # training was not started again
