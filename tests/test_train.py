@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -34,7 +35,13 @@ def test_zero_stages_0_to_3_train_and_agree(tmp_path, sample_shards):
         assert runs[stage][6] < runs[stage][1]
         meta = json.loads((tmp_path / f"run{stage}" / "global_step6" / "gptnl_complete.json").read_text())
         assert meta["world_size"] == 2 and meta["zero_stage"] == stage
-    for stage in (1, 2, 3):
+    # activation checkpointing recomputes the forward pass in backward: same numbers, less memory
+    cfg = write_train_config(tmp_path / "ac.yaml", sample_shards, zero_stage=2, max_steps=6,
+                             activation_checkpointing=True, checkpoint={"every": 0, "keep_last": 1})
+    proc = run_trainer(cfg, tmp_path / "run_ac")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs["2+ac"] = losses(tmp_path / "run_ac")
+    for stage in (1, 2, 3, "2+ac"):
         for step, loss in runs[0].items():
             assert abs(runs[stage][step] - loss) < 1e-5, (stage, step)
 
@@ -68,14 +75,16 @@ def test_exact_resume_after_sigkill(tmp_path, sample_shards):
     assert [resumed[s] for s in range(9, 41)] == [reference[s] for s in range(9, 41)]
 
 
-def test_sigterm_writes_checkpoint_and_exits_with_preempted_code(tmp_path, sample_shards):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_signal_writes_checkpoint_and_exits_with_preempted_code(tmp_path, sample_shards, sig):
+    """SIGTERM is what a scheduler sends at the end; SIGUSR1 is Slurm's `--signal` warning before it."""
     cfg = write_train_config(tmp_path / "t.yaml", sample_shards, max_steps=100000,
                              checkpoint={"every": 0, "keep_last": 2}, eval={"every": 0, "batches": 1})
     run = tmp_path / "run"
     proc = subprocess.Popen(trainer_cmd(cfg, run, 1), env=trainer_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     wait_for_step(run, 3, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_PREEMPTED, err
     step = max(losses(run))
@@ -124,12 +133,25 @@ def test_other_world_size_names_the_conversion_command(tmp_path, sample_shards):
     assert f"python -m deepspeed.checkpoint.ds_to_universal --input_folder {run / 'global_step4'}" in proc.stderr
     assert "Traceback" not in proc.stderr
 
+    # the named command works, and --universal then resumes on one process
+    command = proc.stderr.split("`")[1].split()
+    env = {**trainer_env(), "DS_ACCELERATOR": "cpu"}
+    convert = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, text=True, timeout=300)
+    assert convert.returncode == 0, convert.stderr
+    resumed = run_trainer(cfg, run, 1, "--max-steps", "6", "--universal")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {run / 'global_step4_universal'} at step 4" in resumed.stdout
+    assert "global batch changes from 16 sequences to 8" in resumed.stdout
+    assert sorted(losses(run)) == list(range(1, 7))
+
 
 def test_trained_run_exports_to_a_model_transformers_loads(tmp_path, sample_shards):
-    cfg = write_train_config(tmp_path / "t.yaml", sample_shards, max_steps=4, zero_stage=3)
+    cfg = write_train_config(tmp_path / "t.yaml", sample_shards, max_steps=4, zero_stage=3,
+                             metrics={"log_every": 1, "tensorboard": True})
     run = tmp_path / "run"
     proc = run_trainer(cfg, run, 2)
     assert proc.returncode == 0, proc.stderr
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("val_loss" in r and r["val_ppl"] > 1 for r in records)
     assert all(r["tokens_per_s"] > 0 and r["grad_norm"] is not None for r in records if "loss" in r)

@@ -111,6 +111,11 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
             step, position = found.meta["step"], found.meta["position"]
             if rank == 0:
                 console.print(f"resumed from {run_dir / tag} at step {step}")
+                old_batch = found.meta.get("global_batch")
+                if old_batch != cfg.batch.micro_batch_size * cfg.batch.grad_accum_steps * world:
+                    console.print(f"[yellow]warning: the global batch changes from {old_batch} sequences to "
+                                  f"{cfg.batch.micro_batch_size * cfg.batch.grad_accum_steps * world}; the data "
+                                  "order continues from the saved position")
 
         metrics = MetricsLog(run_dir, enabled=rank == 0, tensorboard=cfg.metrics.tensorboard)
         metrics.truncate_after(step)
