@@ -24,7 +24,7 @@ def test_zero_stages_0_to_3_train_and_agree(tmp_path, sample_shards):
     """Each ZeRO stage trains 6 steps in 2 processes and they compute the same training: ZeRO
     partitions state, it must not change the math. With gradient accumulation the stages sum
     gradients in different orders, so losses agree to float rounding (seen: 3e-7), not bit for bit."""
-    runs = {}
+    runs, params = {}, set()
     for stage in (0, 1, 2, 3):
         cfg = write_train_config(tmp_path / f"s{stage}.yaml", sample_shards, zero_stage=stage, max_steps=6,
                                  checkpoint={"every": 0, "keep_last": 1})
@@ -35,6 +35,9 @@ def test_zero_stages_0_to_3_train_and_agree(tmp_path, sample_shards):
         assert runs[stage][6] < runs[stage][1]
         meta = json.loads((tmp_path / f"run{stage}" / "global_step6" / "gptnl_complete.json").read_text())
         assert meta["world_size"] == 2 and meta["zero_stage"] == stage
+        manifest = json.loads((tmp_path / f"run{stage}" / "manifest.json").read_text())
+        params.add(manifest["produced"]["parameters"])  # counted before ZeRO-3 shards the parameters
+    assert len(params) == 1 and params.pop() > 1_000_000
     # activation checkpointing recomputes the forward pass in backward: same numbers, less memory
     cfg = write_train_config(tmp_path / "ac.yaml", sample_shards, zero_stage=2, max_steps=6,
                              activation_checkpointing=True, checkpoint={"every": 0, "keep_last": 1})
@@ -55,6 +58,9 @@ def test_exact_resume_after_sigkill(tmp_path, sample_shards):
     proc = run_trainer(ref_cfg, tmp_path / "ref")
     assert proc.returncode == 0, proc.stderr
     reference = losses(tmp_path / "ref")
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+           if '"loss"' in line]
+    assert lrs[0] == pytest.approx(1e-3 / 3) and lrs[2] == pytest.approx(1e-3)  # warmup 2: 1/3, 2/3, then peak
 
     cfg = write_train_config(tmp_path / "cut.yaml", sample_shards, **kw)
     run = tmp_path / "cut"

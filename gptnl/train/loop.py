@@ -93,6 +93,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
         torch.manual_seed(cfg.data.seed)
         model = Llama(model_cfg).to(device)
         model.checkpoint_activations = cfg.activation_checkpointing
+        # counted before ZeRO-3 partitions the parameters (then each rank holds only a shard)
+        n_params, flops_per_token = model.num_params(), model.flops_per_token(seq_len)
+        mb, ga = cfg.batch.micro_batch_size, cfg.batch.grad_accum_steps
+        global_batch = mb * ga * world
         precision = resolve_precision(cfg.precision)
         engine, scheduler = build(deepspeed, model, cfg, precision, load_universal=universal)
 
@@ -111,22 +115,21 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
             step, position = found.meta["step"], found.meta["position"]
             if rank == 0:
                 console.print(f"resumed from {run_dir / tag} at step {step}")
-                old_batch = found.meta.get("global_batch")
-                if old_batch != cfg.batch.micro_batch_size * cfg.batch.grad_accum_steps * world:
-                    console.print(f"[yellow]warning: the global batch changes from {old_batch} sequences to "
-                                  f"{cfg.batch.micro_batch_size * cfg.batch.grad_accum_steps * world}; the data "
-                                  "order continues from the saved position")
+                if found.meta.get("global_batch") != global_batch:
+                    console.print(f"[yellow]warning: the global batch changes from {found.meta.get('global_batch')} "
+                                  f"sequences to {global_batch}; the data order continues from the saved position")
+                if found.meta.get("seed") != cfg.data.seed:
+                    console.print(f"[yellow]warning: data.seed changes from {found.meta.get('seed')} to "
+                                  f"{cfg.data.seed}; sequences from here on follow the new order")
 
         metrics = MetricsLog(run_dir, enabled=rank == 0, tensorboard=cfg.metrics.tensorboard)
         metrics.truncate_after(step)
         order = SequenceOrder(len(train_data), cfg.data.seed)
-        mb, ga = cfg.batch.micro_batch_size, cfg.batch.grad_accum_steps
-        global_batch = mb * ga * world
-        flops_per_step = model.flops_per_token(seq_len) * global_batch * seq_len
+        flops_per_step = flops_per_token * global_batch * seq_len
         peak = peak_tflops(cfg.metrics.peak_tflops, device)
         if rank == 0:
             console.print(
-                f"model {model_cfg.name}: {model.num_params() / 1e6:.2f}M parameters, {world} process(es), "
+                f"model {model_cfg.name}: {n_params / 1e6:.2f}M parameters, {world} process(es), "
                 f"ZeRO-{cfg.zero_stage}, {precision}, {global_batch}×{seq_len} tokens per step, "
                 f"{len(train_data)} training sequences"
             )
@@ -152,7 +155,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
             bar = progress.add_task("train", total=cfg.max_steps, completed=step, info="")
             t0, steps_in_window = time.perf_counter(), 0
             while step < cfg.max_steps:
-                loss_sum = 0.0
+                loss_sum, lr = 0.0, scheduler.get_last_lr()[0]  # the lr this step uses; the engine advances it
                 for micro in range(ga):
                     idx = [order[p] for p in micro_batch_positions(position, micro, rank, world, mb)]
                     x = train_data.batch(idx).to(device)
@@ -171,7 +174,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
                     tflops = flops_per_step * steps_in_window / dt / world / 1e12
                     grad_norm = engine.get_global_grad_norm()
                     record = {
-                        "step": step, "loss": loss_mean, "lr": scheduler.get_last_lr()[0],
+                        "step": step, "loss": loss_mean, "lr": lr,
                         "grad_norm": float(grad_norm) if grad_norm is not None else None,
                         "tokens_per_s": global_batch * seq_len * steps_in_window / dt,
                         "tflops_per_device": tflops, "mfu": tflops / peak if peak else None,
@@ -204,7 +207,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
                 run_dir, stage="train",
                 consumed={"shards": str(Path(shards).resolve()), "tokenizer": train_data.manifest["consumed"]["tokenizer"]},
                 produced={"step": step, "checkpoint": ckpt.tag_for(step), "tokens_seen": position * seq_len,
-                          "parameters": model.num_params()},
+                          "parameters": n_params},
                 config=json.loads(cfg.model_copy(update={"model": model_cfg}).model_dump_json()),
             )
             console.print(f"done: step {step}, checkpoint {run_dir / ckpt.tag_for(step)}")
