@@ -8,7 +8,6 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
@@ -111,7 +110,7 @@ def train_cmd(
     zero_stage: int = typer.Option(None, "--zero-stage", help="Overrides zero_stage."),
     universal: bool = typer.Option(False, "--universal", help="Resume from a converted universal checkpoint."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> int:
+) -> None:
     """Train with DeepSpeed (single process, or under torchrun / srun)."""
     from gptnl.config import TrainConfig, load_train_config, validate
     from gptnl.train.loop import train
@@ -120,7 +119,9 @@ def train_cmd(
     overrides = {k: v for k, v in {"max_steps": max_steps, "zero_stage": zero_stage}.items() if v is not None}
     if overrides:
         cfg = validate(TrainConfig, {**json.loads(cfg.model_dump_json()), **overrides}, f"{config} (with overrides)")
-    return train(cfg, run_dir, shards=shards, universal=universal, show_progress=progress)
+    code = train(cfg, run_dir, shards=shards, universal=universal, show_progress=progress)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("export")
@@ -153,18 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        rv = app(args=args, prog_name="gptnl", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("[red]aborted")
-        sys.exit(130)
+        # standalone mode: typer reports usage errors itself (exit 2) and turns typer.Exit into the exit code
+        app(args=args, prog_name="gptnl")
     except GptnlError as exc:
         if debug:
             raise
         err_console.print(f"[red]error: {exc}", soft_wrap=True)
         sys.exit(2)
-    sys.exit(rv if isinstance(rv, int) else 0)
