@@ -174,3 +174,19 @@ def test_trained_run_exports_to_a_model_transformers_loads(tmp_path, sample_shar
         assert (hf(ids).logits - ours(ids)).abs().max().item() < 1e-5
     gen = hf.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert gen.shape[1] == ids.shape[1] + 5
+
+
+def test_shards_default_to_the_folder_beside_the_run_dir(tmp_path, sample_shards):
+    from gptnl.config import load_train_config
+    from gptnl.errors import ConfigError
+    from gptnl.train.loop import find_shards
+
+    cfg = load_train_config(write_train_config(tmp_path / "t.yaml", sample_shards))
+    no_shards = cfg.model_copy(update={"data": cfg.data.model_copy(update={"shards": None})})
+    assert find_shards(tmp_path / "given", no_shards, tmp_path / "run") == tmp_path / "given"
+    assert find_shards(None, cfg, tmp_path / "run") == sample_shards
+    with pytest.raises(ConfigError, match="no shards: pass --shards"):
+        find_shards(None, no_shards, tmp_path / "run")
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "manifest.json").write_text("{}")
+    assert find_shards(None, no_shards, tmp_path / "run") == (tmp_path / "shards").resolve()

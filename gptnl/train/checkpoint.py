@@ -121,10 +121,11 @@ def check_compatible(ckpt: CheckpointInfo, world_size: int, zero_stage: int) -> 
         )
     if saved_world != world_size and zero_stage > 0:
         out = ckpt.path.with_name(ckpt.tag + "_universal")
+        procs = f"{saved_world} process{'es' if saved_world != 1 else ''}"
         raise CheckpointError(
-            f"{ckpt.path} was written by {saved_world} processes with ZeRO-{zero_stage}; this run has "
+            f"{ckpt.path} was written by {procs} with ZeRO-{zero_stage}; this run has "
             f"{world_size}, and ZeRO's optimizer partitions depend on that number. Convert it with "
             f"`python -m deepspeed.checkpoint.ds_to_universal --input_folder {ckpt.path} "
             f"--output_folder {out} --inject_missing_state` and resume with `--universal`, "
-            f"or run with {saved_world} processes."
+            f"or run with {procs}."
         )

@@ -52,6 +52,18 @@ def _record_run_config(run_dir: Path, cfg: TrainConfig, shards: Path, shards_man
     return run_cfg
 
 
+def find_shards(given: Path | None, cfg: TrainConfig, run_dir: Path) -> Path:
+    """--shards, else data.shards, else the `shards` folder beside the run dir (runs/x/{shards,train})."""
+    if given is not None:
+        return Path(given)
+    if cfg.data.shards is not None:
+        return cfg.data.shards
+    sibling = Path(run_dir).resolve().parent / "shards"
+    if (sibling / "manifest.json").is_file():
+        return sibling
+    raise ConfigError(f"no shards: pass --shards, set data.shards in the config, or pack into {sibling}")
+
+
 def _validate(engine, val: Shards, cfg: TrainConfig, rank: int, world: int, device) -> float:
     engine.eval()
     loss_sum = count = 0.0
@@ -76,9 +88,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
     clean = False
     flag = PreemptionFlag().install()
     try:
-        shards = shards or cfg.data.shards
-        if shards is None:
-            raise ConfigError("no shards: set data.shards in the config or pass --shards")
+        shards = find_shards(shards, cfg, run_dir)
         train_data = Shards(shards, "train")
         val_data = Shards(shards, "validation")
         seq_len = train_data.seq_len
