@@ -48,6 +48,12 @@ def test_zero_stages_0_to_3_train_and_agree(tmp_path, sample_shards):
         for step, loss in runs[0].items():
             assert abs(runs[stage][step] - loss) < 1e-5, (stage, step)
 
+    # export reads ZeRO-0 weights from the module states and ZeRO-3 weights from the fp32 partitions
+    exported = {s: load_pretrained(export_run(tmp_path / f"run{s}", tmp_path / f"model{s}")).eval() for s in (0, 3)}
+    ids = torch.arange(2, 50).unsqueeze(0)
+    with torch.no_grad():
+        assert (exported[0](ids) - exported[3](ids)).abs().max().item() < 1e-3
+
 
 def test_exact_resume_after_sigkill(tmp_path, sample_shards):
     """A 2-process ZeRO-2 run is killed with SIGKILL (the whole process group, as a node failure

@@ -191,12 +191,18 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
                         "tokens_seen": position * seq_len,
                     }
                     metrics.log(record)
-                    progress.update(bar, info=f"loss {loss_mean:.4f}  {record['tokens_per_s']:,.0f} tok/s")
+                    info = f"loss {loss_mean:.4f}  {record['tokens_per_s']:,.0f} tok/s"
+                    progress.update(bar, info=info)
+                    if rank == 0 and not (show_progress and console.is_terminal):  # job logs get plain lines
+                        console.print(f"step {step}/{cfg.max_steps}  {info}  lr {lr:.2e}"
+                                      + (f"  MFU {record['mfu']:.1%}" if record["mfu"] else ""))
                     t0, steps_in_window = time.perf_counter(), 0
 
                 if val_data.num_sequences and cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.max_steps):
                     val_loss = _validate(engine, val_data, cfg, rank, world, device)
                     metrics.log({"step": step, "val_loss": val_loss, "val_ppl": float(torch.tensor(val_loss).exp())})
+                    if rank == 0 and not (show_progress and console.is_terminal):
+                        console.print(f"step {step}/{cfg.max_steps}  validation loss {val_loss:.4f}")
                     t0 = time.perf_counter()
 
                 if preempted or step == cfg.max_steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
