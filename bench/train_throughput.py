@@ -3,8 +3,9 @@
 Both models get the same dimensions, the same DeepSpeed engine built by gptnl's trainer
 (`gptnl.train.engine.build`: torch AdamW, ZeRO stage, precision, clipping), the same batch and
 sequence length. Each computes its loss its own way: ours with the trainer's `lm_loss`, HF's
-model with `labels=` as a transformers user would train it. Steps alternate in blocks (ours, theirs, ours, …) so that a noisy
-neighbour slows both alike; the figure is the median step time. Goal: ratio ≥ 1.0.
+model with `labels=`, as a transformers user would train it. Steps alternate in blocks (ours,
+theirs, ours, …) so that a noisy neighbour slows both alike; the figure is the median step time.
+Goal: ratio ≥ 1.0.
 
     python bench/train_throughput.py [--model configs/model/tiny.yaml] [--seq-len 256] [--batch 8]
 """
@@ -44,7 +45,7 @@ def hf_model(cfg):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=str(ROOT / "configs/model/tiny.yaml"))
-    ap.add_argument("--vocab", type=int, default=8000, help="vocab size when the model config leaves it to the tokenizer")
+    ap.add_argument("--vocab", type=int, default=8000, help="vocab size where the model config leaves it open")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--zero-stage", type=int, default=2)
@@ -99,7 +100,8 @@ def main() -> None:
         "benchmark": "train_throughput",
         "peer": "Hugging Face transformers LlamaForCausalLM (sdpa, its own loss), same DeepSpeed engine",
         "model": Path(args.model).stem, "seq_len": args.seq_len, "batch": args.batch, "zero_stage": args.zero_stage,
-        "precision": precision, "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "precision": precision,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
         "ours_tokens_per_s": tokens / ours, "peer_tokens_per_s": tokens / theirs,
         "ratio": theirs / ours, "goal": ">= 1.0",

@@ -52,7 +52,7 @@ def to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.T
             if ours not in _LAYER:
                 raise GptnlError(f"unexpected tensor {name} in the model state")
             parts = t.split(_sizes(cfg, ours), dim=0) if len(_LAYER[ours]) > 1 else (t,)
-            for hf_name, part in zip(_LAYER[ours], parts):
+            for hf_name, part in zip(_LAYER[ours], parts, strict=True):
                 out[f"model.layers.{layer}.{hf_name}.weight"] = part
         elif name.endswith(".weight") and name[: -len(".weight")] in _TOP:
             out[_TOP[name[: -len(".weight")]] + ".weight"] = t
@@ -76,7 +76,8 @@ def from_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch
             missing = [k for k in keys if k not in state]
             if missing:
                 raise GptnlError(f"tensor {missing[0]} is missing: not a complete Llama model")
-            out[f"layers.{i}.{ours}.weight"] = torch.cat([state[k] for k in keys], dim=0) if len(keys) > 1 else state[keys[0]]
+            fused = torch.cat([state[k] for k in keys], dim=0) if len(keys) > 1 else state[keys[0]]
+            out[f"layers.{i}.{ours}.weight"] = fused
             used.update(keys)
     extra = sorted(set(state) - used)
     if extra:
@@ -177,9 +178,10 @@ def save_pretrained(
             shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
         write_manifest(
             tmp, stage="export",
-            consumed={**(consumed or {}), "tokenizer": {"path": str(Path(tokenizer_dir).resolve()), "checksum": tok.checksum}},
-            produced={"format": "LlamaForCausalLM", "dtype": dtype, "parameters": sum(t.numel() for t in tensors.values()),
-                      **(produced or {})},
+            consumed={**(consumed or {}),
+                      "tokenizer": {"path": str(Path(tokenizer_dir).resolve()), "checksum": tok.checksum}},
+            produced={"format": "LlamaForCausalLM", "dtype": dtype,
+                      "parameters": sum(t.numel() for t in tensors.values()), **(produced or {})},
             config=json.loads(cfg.model_dump_json()),
         )
         _replace_dir(tmp, out)

@@ -126,7 +126,7 @@ def pack(
     eos = tok.eos_id
     for batch in _batches(corpus_mod.iter_documents(corpus), ENCODE_BATCH):
         encodings = tok.tokenizer.encode_batch([d.text for d in batch], add_special_tokens=False)
-        for doc, enc in zip(batch, encodings):
+        for doc, enc in zip(batch, encodings, strict=True):
             writers[split_of(doc.id, val_fraction)].add(enc.ids + [eos])
         if progress:
             progress(sum(len(d.text.encode("utf-8")) for d in batch))

@@ -4,11 +4,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, TINY_MODEL
 
 from gptnl.config import load_model_config, load_train_config
 from gptnl.errors import ConfigError
-
-from conftest import ROOT, TINY_MODEL
 
 
 def write(tmp_path, text, name="train.yaml"):

@@ -4,11 +4,10 @@ import gzip
 import json
 
 import pytest
+from conftest import SAMPLE
 
 from gptnl.corpus import corpus_files, iter_documents
 from gptnl.errors import CorpusError
-
-from conftest import SAMPLE
 
 
 def test_bundled_sample_reads_completely():

@@ -1,12 +1,10 @@
 """DeepSpeed settings that must be explicit, and the learning-rate schedule."""
 
 import pytest
-
-from gptnl.config import TrainConfig
-from gptnl.train.engine import WarmupCosine, deepspeed_config
-
 from conftest import TINY_MODEL
-from gptnl.config import load_model_config
+
+from gptnl.config import TrainConfig, load_model_config
+from gptnl.train.engine import WarmupCosine, deepspeed_config
 
 
 def cfg(**kw):

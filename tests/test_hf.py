@@ -7,11 +7,11 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
+from gptnl import tokenizer as tokenizer_mod
 from gptnl.config import ModelConfig
 from gptnl.errors import GptnlError
 from gptnl.hf import load_pretrained, save_pretrained
 from gptnl.model import Llama
-from gptnl import tokenizer as tokenizer_mod
 
 DUTCH = ("De gemeenteraad van Zuiderveen heeft op dinsdagavond ingestemd met de bouw van "
          "een nieuwe fietsbrug over de rivier. Wethouder Jansen verwacht dat de brug in 2027 klaar is.")
@@ -48,7 +48,7 @@ def test_round_trip_is_lossless(tmp_path, sample_tokenizer):
     ours = random_model(True, 2, 10000.0)
     first = save_pretrained(ours.state_dict(), ours.cfg, sample_tokenizer, tmp_path / "a")
     back = load_pretrained(first)
-    for (k1, v1), (k2, v2) in zip(ours.state_dict().items(), back.state_dict().items()):
+    for (k1, v1), (k2, v2) in zip(ours.state_dict().items(), back.state_dict().items(), strict=False):
         assert k1 == k2 and torch.equal(v1, v2)
     second = save_pretrained(back.state_dict(), back.cfg, sample_tokenizer, tmp_path / "b")
     a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))

@@ -5,14 +5,13 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import SAMPLE
 
 from gptnl import tokenizer as tokenizer_mod
 from gptnl.corpus import iter_documents
 from gptnl.errors import GptnlError
 from gptnl.pack import pack, split_of
 from gptnl.train.data import Shards
-
-from conftest import SAMPLE
 
 
 def stream(shards_dir, split):
@@ -24,7 +23,8 @@ def expected_streams(corpus, tok_dir, val_fraction):
     tok = tokenizer_mod.load(tok_dir)
     out = {"train": [], "validation": []}
     for doc in iter_documents(corpus):
-        out[split_of(doc.id, val_fraction)] += tok.tokenizer.encode(doc.text, add_special_tokens=False).ids + [tok.eos_id]
+        ids = tok.tokenizer.encode(doc.text, add_special_tokens=False).ids
+        out[split_of(doc.id, val_fraction)] += ids + [tok.eos_id]
     return out
 
 

@@ -8,11 +8,10 @@ import unicodedata
 
 import pytest
 import transformers
+from conftest import SAMPLE
 
 from gptnl import tokenizer as tokenizer_mod
 from gptnl.errors import GptnlError
-
-from conftest import SAMPLE
 
 
 def test_files_and_special_tokens(sample_tokenizer):

@@ -10,12 +10,11 @@ import sys
 import pytest
 import torch
 import transformers
+from conftest import losses, run_trainer, trainer_cmd, trainer_env, wait_for_step, write_train_config
 
 from gptnl.hf import load_pretrained
 from gptnl.train.export import export_run
 from gptnl.train.preemption import EXIT_PREEMPTED
-
-from conftest import losses, run_trainer, trainer_cmd, trainer_env, wait_for_step, write_train_config
 
 pytestmark = pytest.mark.slow
 

@@ -221,7 +221,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
             plot_loss(run_dir)
             write_manifest(
                 run_dir, stage="train",
-                consumed={"shards": str(Path(shards).resolve()), "tokenizer": train_data.manifest["consumed"]["tokenizer"]},
+                consumed={"shards": str(Path(shards).resolve()),
+                          "tokenizer": train_data.manifest["consumed"]["tokenizer"]},
                 produced={"step": step, "checkpoint": ckpt.tag_for(step), "tokens_seen": position * seq_len,
                           "parameters": n_params},
                 config=json.loads(cfg.model_copy(update={"model": model_cfg}).model_dump_json()),

@@ -42,7 +42,8 @@ class MetricsLog:
         """Drop records of steps after `step` (they belong to weights a crash threw away)."""
         if not self.enabled or not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, record: dict) -> None:
@@ -80,12 +81,13 @@ def plot_loss(run_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot(*zip(*train), label="train", linewidth=1.2)
+    ax.plot(*zip(*train, strict=False), label="train", linewidth=1.2)
     if val:
-        ax.plot(*zip(*val), "o-", label="validation", linewidth=1.2, markersize=3)
+        ax.plot(*zip(*val, strict=False), "o-", label="validation", linewidth=1.2, markersize=3)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"{Path(run_dir).name}: loss")
+    run = Path(run_dir).resolve()
+    ax.set_title(f"{run.parent.name}/{run.name}: loss")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
