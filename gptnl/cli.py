@@ -36,6 +36,7 @@ def byte_progress(label: str, total: int):
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
+        progress.update(task, completed=total)  # counted in text bytes; the files also hold JSON syntax
 
 
 @tokenizer_app.command("train")

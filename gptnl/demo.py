@@ -78,6 +78,9 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     from gptnl.train.export import export_run
 
     console = console or Console()
+    if not SAMPLE.is_dir() or not TRAIN_CONFIG.is_file():
+        raise GptnlError(f"the bundled sample is not at {SAMPLE}: run the demo from a source checkout "
+                         "installed with `pip install -e .`")
     out = Path(out)
     if fresh and out.exists():
         shutil.rmtree(out)
