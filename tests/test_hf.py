@@ -83,3 +83,17 @@ def test_import_reports_corrupt_weights(tmp_path, sample_tokenizer):
     (out / "model.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(GptnlError, match="cannot be read"):
         load_pretrained(out)
+
+
+def test_imports_a_llama_saved_by_transformers(tmp_path):
+    """Import is not only the inverse of our export: a folder written by transformers itself loads too."""
+    torch.manual_seed(5)
+    config = transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                      rope_theta=50000.0, tie_word_embeddings=False)
+    hf = transformers.LlamaForCausalLM(config).eval()
+    hf.save_pretrained(str(tmp_path), safe_serialization=True)
+    ours = load_pretrained(tmp_path).eval()
+    ids = torch.randint(0, 512, (2, 40))
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids)).abs().max().item() < 1e-5

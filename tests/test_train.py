@@ -195,3 +195,23 @@ def test_shards_default_to_the_folder_beside_the_run_dir(tmp_path, sample_shards
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "manifest.json").write_text("{}")
     assert find_shards(None, no_shards, tmp_path / "run") == (tmp_path / "shards").resolve()
+
+
+def test_bf16_trains_and_exports_fp32_master_weights(tmp_path, sample_shards):
+    """The GPU precision, run on CPU (DeepSpeed's CPU accelerator supports bf16): bf16 compute with
+    fp32 master weights in the optimizer partitions, which export consolidates back to fp32."""
+    cfg = write_train_config(tmp_path / "t.yaml", sample_shards, max_steps=4, precision="bf16")
+    run = tmp_path / "run"
+    proc = run_trainer(cfg, run, 2)
+    assert proc.returncode == 0, proc.stderr
+    assert "ZeRO-2, bf16" in proc.stdout
+    steps = losses(run)
+    assert steps[4] < steps[1]
+    out = export_run(run, tmp_path / "model")
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "model.safetensors"))
+    assert all(t.dtype == torch.float32 for t in weights.values())
+    # fp32 masters carry bits that a bf16 copy cannot: the export did not come from the bf16 module
+    emb = weights["model.embed_tokens.weight"]
+    assert not torch.equal(emb, emb.to(torch.bfloat16).float())
