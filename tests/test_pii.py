@@ -5,12 +5,11 @@ import random
 import string
 
 import pytest
+from conftest import SAMPLE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptnl import pii
-
-from conftest import SAMPLE
 
 WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2)
 
