@@ -133,6 +133,25 @@ class TrainConfig(Strict):
     metrics: MetricsConfig = MetricsConfig()
 
 
+class LicenceTerms(Strict):
+    """What an admitted licence obliges the corpus (and models trained on it) to carry along."""
+
+    attribution: bool = False
+    share_alike: bool = False
+
+
+class PublicDomainCategory(Strict):
+    licence: str = Field(min_length=1, description="the id written on documents of this category")
+    description: str
+
+
+class LicencePolicy(Strict):
+    """`data_pipeline/licences.yaml`: SPDX ids admitted, and public-domain categories."""
+
+    allow: dict[str, LicenceTerms] = Field(min_length=1)
+    public_domain: dict[str, PublicDomainCategory] = {}
+
+
 C = TypeVar("C", bound=BaseModel)
 
 
@@ -201,3 +220,7 @@ def load_train_config(path: Path) -> TrainConfig:
             raise ConfigError(f"{path}: model: file {model} not found (looked at {model_path})")
         data = {**data, "model": read_yaml(model_path)}
     return validate(TrainConfig, data, str(path))
+
+
+def load_licence_policy(path: Path) -> LicencePolicy:
+    return validate(LicencePolicy, read_yaml(path), str(path))

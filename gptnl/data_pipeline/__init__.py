@@ -1,0 +1,1 @@
+"""The corpus pipeline: licence-checked, opt-out-honouring, PII-scrubbed, deduplicated Dutch text."""
