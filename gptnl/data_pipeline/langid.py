@@ -1,0 +1,65 @@
+"""Language identification with py3langid, which ships its model (no download) and, on the
+project's labelled test set, keeps Afrikaans and West Frisian apart from Dutch, where fastText's
+lid.176 calls a quarter to half of them Dutch.
+
+Probabilities are py3langid's normalised scores over all its languages; the pipeline keeps a
+document when the top language is `nl` with at least the recipe's threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+TESTSET = Path(__file__).resolve().parents[2] / "data_pipeline" / "langid" / "testset.jsonl"
+
+
+@dataclass(frozen=True)
+class LanguageGuess:
+    lang: str
+    score: float
+
+
+class LanguageId:
+    """Thread-unsafe by design (one per worker process); loading the model takes about a second."""
+
+    @cached_property
+    def _identifier(self):
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+    def classify(self, text: str) -> LanguageGuess:
+        lang, score = self._identifier.classify(text)
+        return LanguageGuess(lang, float(score))
+
+
+def load_testset(path: Path = TESTSET) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def evaluate(items: list[dict], lid: LanguageId | None = None) -> dict:
+    """Accuracy overall and per (language, kind), and how often another language was called Dutch."""
+    lid = lid or LanguageId()
+    hits: Counter = Counter()
+    totals: Counter = Counter()
+    called_dutch: Counter = Counter()
+    confusion: dict[str, Counter] = defaultdict(Counter)
+    for item in items:
+        guess = lid.classify(item["text"]).lang
+        key = f"{item['lang']}/{item['kind']}"
+        totals[key] += 1
+        hits[key] += guess == item["lang"]
+        confusion[item["lang"]][guess] += 1
+        if guess == "nl" and item["lang"] != "nl":
+            called_dutch[item["lang"]] += 1
+    return {
+        "accuracy": sum(hits.values()) / max(1, sum(totals.values())),
+        "per_group": {k: hits[k] / totals[k] for k in sorted(totals)},
+        "wrongly_dutch": dict(called_dutch),
+        "confusion": {k: dict(v) for k, v in confusion.items()},
+        "items": sum(totals.values()),
+    }
