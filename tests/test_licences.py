@@ -3,12 +3,11 @@
 import json
 
 import pytest
+from conftest import ROOT, SAMPLE
 
 from gptnl.config import load_licence_policy
 from gptnl.data_pipeline.licences import LicenceGate
 from gptnl.errors import ConfigError
-
-from conftest import ROOT, SAMPLE
 
 POLICY = ROOT / "data_pipeline" / "licences.yaml"
 
