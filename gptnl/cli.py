@@ -19,6 +19,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="gptnl: train, serve and evaluate Dutch language models.")
 tokenizer_app = typer.Typer(no_args_is_help=True, help="Train and inspect the Dutch BPE tokenizer.")
 app.add_typer(tokenizer_app, name="tokenizer")
+data_app = typer.Typer(no_args_is_help=True, help="Build the licence-checked Dutch corpus.")
+app.add_typer(data_app, name="data")
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
@@ -79,6 +81,27 @@ def tokenizer_report(
         v = report[key]
         table.add_row(key, f"{v:.3f}" if isinstance(v, float) else str(v))
     console.print(table)
+
+
+@data_app.command("build")
+def data_build(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (data_pipeline/recipes/*.yaml)."),
+    out: Path = typer.Option(..., "--out", help="Corpus dir to write."),
+    workers: int = typer.Option(1, "--workers", help="Local processes (at most the recipe's tasks)."),
+) -> None:
+    """Run the corpus pipeline: every input document is kept or refused with a reason in the ledger."""
+    from gptnl.config import load_recipe
+    from gptnl.data_pipeline.build import build
+
+    stats = build(recipe, load_recipe(recipe), out, workers=workers)
+    table = Table(title=f"ledger of {out}")
+    for col in ("source", "read", "kept", "refused"):
+        table.add_column(col)
+    for name, c in stats["sources"].items():
+        table.add_row(name, str(c["inputs"]), str(c.get("kept", 0)), str(c.get("refused", 0)))
+    console.print(table)
+    for step, reasons in stats["refused_by_step"].items():
+        console.print(f"refused by {step}: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
 
 
 @app.command("pack")

@@ -152,6 +152,70 @@ class LicencePolicy(Strict):
     public_domain: dict[str, PublicDomainCategory] = {}
 
 
+class SourceConfig(Strict):
+    """One entry of `data_pipeline/sources.yaml`: where documents come from and under what terms."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    path: str = Field(min_length=1, description="glob, relative to sources.yaml")
+    format: Literal["jsonl"] = Field(default="jsonl", description="jsonl also reads .jsonl.gz")
+    licence: str | None = Field(default=None, description="SPDX id for documents that carry none")
+    licence_field: str = Field(default="licence", description="per-document override of the licence")
+    publisher: str
+    url: str
+    retrieved: str = Field(description="ISO date the source was retrieved")
+    tdm_reservation: bool = Field(default=False, description="the rights holder reserved text and data mining")
+
+
+class SourcesFile(Strict):
+    sources: list[SourceConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> SourcesFile:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return self
+
+
+class LanguageStep(Strict):
+    keep: str = "nl"
+    min_score: float = Field(default=0.65, ge=0, le=1)
+
+
+class PiiStep(Strict):
+    mode: Literal["placeholder", "surrogate"] = "placeholder"
+    seed: int = 0
+
+
+class QualityStep(Strict):
+    """Gopher quality thresholds (FineWeb-2 `nld_Latn`-style defaults) with Dutch stop words."""
+
+    min_doc_words: int = Field(default=50, ge=0)
+    max_doc_words: int = Field(default=100000, gt=0)
+    min_avg_word_length: float = Field(default=3, ge=0)
+    max_avg_word_length: float = Field(default=10, gt=0)
+    max_symbol_word_ratio: float = Field(default=0.1, ge=0)
+    max_bullet_lines_ratio: float = Field(default=0.9, ge=0)
+    max_ellipsis_lines_ratio: float = Field(default=0.3, ge=0)
+    max_non_alpha_words_ratio: float = Field(default=0.7, ge=0, le=1, description="share of tokens with a letter")
+    min_stop_words: int = Field(default=2, ge=0)
+    max_duplicate_line_fraction: float = Field(default=0.3, ge=0, le=1)
+
+
+class RecipeConfig(Strict):
+    """`data_pipeline/recipes/*.yaml`: which sources, which policy, which steps with which settings.
+    Paths are relative to the recipe file."""
+
+    sources: Path = Path("../sources.yaml")
+    licences: Path = Path("../licences.yaml")
+    blocklist: Path | None = Field(default=None, description="ids, urls and domains to refuse, one per line")
+    language: LanguageStep = LanguageStep()
+    pii: PiiStep = PiiStep()
+    quality: QualityStep = QualityStep()
+    exact_dedup: bool = True
+    tasks: int = Field(default=1, gt=0, description="input shards processed in parallel")
+
+
 C = TypeVar("C", bound=BaseModel)
 
 
@@ -224,3 +288,17 @@ def load_train_config(path: Path) -> TrainConfig:
 
 def load_licence_policy(path: Path) -> LicencePolicy:
     return validate(LicencePolicy, read_yaml(path), str(path))
+
+
+def load_sources(path: Path) -> SourcesFile:
+    return validate(SourcesFile, read_yaml(path), str(path))
+
+
+def load_recipe(path: Path) -> RecipeConfig:
+    """A recipe, with its relative paths resolved against the recipe's folder."""
+    path = Path(path)
+    recipe = validate(RecipeConfig, read_yaml(path), str(path))
+    base = path.resolve().parent
+    resolved = {k: (base / v).resolve() for k in ("sources", "licences", "blocklist")
+                if (v := getattr(recipe, k)) is not None}
+    return recipe.model_copy(update=resolved)

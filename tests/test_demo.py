@@ -16,7 +16,7 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
     cmd = [sys.executable, "-m", "gptnl", "demo", "--quick", "--out", str(out)]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for stage in ("1/5 tokenizer", "2/5 pack", "3/5 train", "4/5 export", "5/5 generate", "demo done"):
+    for stage in ("1/6 corpus", "2/6 tokenizer", "3/6 pack", "4/6 train", "5/6 export", "6/6 generate", "demo done"):
         assert stage in first.stdout
     continuations = [line for line in first.stdout.splitlines() if line.strip().startswith("•")]
     assert len(continuations) == 3
@@ -27,5 +27,7 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
 
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("reusing") == 4
+    assert "267 documents read, 227 kept, 40 refused" in first.stdout
+    assert (out / "corpus" / "CARD.md").is_file()
+    assert second.stdout.count("reusing") == 5
     assert "torchrun" not in second.stdout  # training was not started again

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from gptnl.data_pipeline.ledger import refuse
+
 TESTSET = Path(__file__).resolve().parents[2] / "data_pipeline" / "langid" / "testset.jsonl"
 
 
@@ -63,3 +68,24 @@ def evaluate(items: list[dict], lid: LanguageId | None = None) -> dict:
         "confusion": {k: dict(v) for k, v in confusion.items()},
         "items": sum(totals.values()),
     }
+
+
+class DutchLanguageFilter(BaseFilter):
+    """Keeps documents whose top language is `keep` with at least `min_score`; writes `lang`, `lang_score`."""
+
+    name = "🗣️ language"
+
+    def __init__(self, keep: str = "nl", min_score: float = 0.65, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.keep, self.min_score = keep, min_score
+        self._lid: LanguageId | None = None
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        self._lid = self._lid or LanguageId()
+        guess = self._lid.classify(doc.text)
+        doc.metadata["lang"], doc.metadata["lang_score"] = guess.lang, round(guess.score, 4)
+        if guess.lang != self.keep:
+            return refuse(doc, f"language {guess.lang}", f"{guess.score:.2f}")
+        if guess.score < self.min_score:
+            return refuse(doc, f"language {self.keep} below {self.min_score}", f"{guess.score:.2f}")
+        return True

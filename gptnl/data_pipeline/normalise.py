@@ -8,6 +8,7 @@ import re
 import unicodedata
 
 import ftfy
+from datatrove.pipeline.formatters.base import BaseFormatter
 
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
@@ -20,3 +21,10 @@ def normalise(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+class Normaliser(BaseFormatter):
+    name = "🧽 normalise"
+
+    def format(self, text: str) -> str:
+        return normalise(text)

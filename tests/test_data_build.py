@@ -1,0 +1,165 @@
+"""The corpus pipeline end to end on real datatrove and real files: every input in the ledger once,
+each kind of bad material refused by the right step, and a corpus `gptnl pack` can read."""
+
+import gzip
+import json
+import shutil
+import string
+
+import pytest
+import yaml
+from conftest import ROOT, SAMPLE
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gptnl import pii
+from gptnl.config import load_recipe
+from gptnl.data_pipeline.build import build
+from gptnl.data_pipeline.ledger import read_ledger
+from gptnl.pack import pack
+
+RECIPE = ROOT / "data_pipeline" / "recipes" / "default.yaml"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    build(RECIPE, load_recipe(RECIPE), out)
+    return out
+
+
+def kept_docs(corpus):
+    docs = []
+    for path in sorted((corpus / "documents").glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            docs += [json.loads(line) for line in fh]
+    return docs
+
+
+def test_every_input_line_is_in_the_ledger_exactly_once(corpus):
+    rows = read_ledger(corpus)
+    lines = sum(1 for p in SAMPLE.glob("*.jsonl") for _ in p.open()) + \
+        sum(1 for p in (SAMPLE / "bad").glob("*.jsonl") for line in p.open() if line.strip())
+    assert len(rows) == lines == len({(r["source"], r["location"]) for r in rows})
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert stats["inputs"] == lines == stats["kept"] + stats["refused"]
+    assert {r["id"] for r in rows if r["outcome"] == "kept"} == {d["id"] for d in kept_docs(corpus)}
+
+
+def test_bundled_sample_is_kept_whole(corpus):
+    rows = [r for r in read_ledger(corpus) if r["source"] == "gptnl-sample"]
+    assert len(rows) == 210 and all(r["outcome"] == "kept" for r in rows)
+
+
+@pytest.mark.parametrize("tag, step, reason", [
+    ("lang-en", "language", "language en"), ("lang-de", "language", "language de"),
+    ("lang-af", "language", "language af"), ("lang-fy", "language", "language fy"),
+    ("licence-nc", "licence", "non-commercial licence"), ("licence-nd", "licence", "no-derivatives licence"),
+    ("licence-arr", "licence", "all rights reserved"), ("licence-missing", "licence", "licence missing"),
+    ("licence-unknown", "licence", ""), ("tdm-reserved", "opt-out", "text and data mining reserved"),
+])
+def test_bad_material_is_refused_by_the_right_step(corpus, tag, step, reason):
+    rows = {r["id"]: r for r in read_ledger(corpus)}
+    bad = [json.loads(line) for line in (SAMPLE / "bad" / "bad.jsonl").read_text().splitlines()]
+    tagged = [d for d in bad if d["expected"] == tag]
+    assert tagged
+    for d in tagged:
+        row = rows[d["id"]]
+        assert row["outcome"] == "refused" and row["step"] == step and reason in row["reason"], row
+
+
+def test_exact_duplicates_refused_naming_the_original(corpus):
+    rows = [r for r in read_ledger(corpus) if r["id"].startswith("gptnl-bad-exact-dup")]
+    refused = [r for r in rows if r["outcome"] == "refused"]
+    assert len(rows) == 6 and len(refused) == 3
+    assert all(r["step"] == "dedup" and "duplicate (exact) (of gptnl-bad-exact-dup-0" in r["reason"] for r in refused)
+
+
+def test_malformed_lines_are_refused_with_file_and_line(corpus):
+    rows = [r for r in read_ledger(corpus) if r["step"] == "malformed"]
+    assert len(rows) == 8
+    assert all(r["reason"].startswith("malformed (sample/bad/malformed.jsonl:") for r in rows)
+    assert any("empty 'text'" in r["reason"] for r in rows) and any("not valid JSON" in r["reason"] for r in rows)
+
+
+def test_pii_is_replaced_and_counted(corpus):
+    docs = {d["id"]: d for d in kept_docs(corpus)}
+    for doc_id in ("gptnl-bad-pii-bsn-01", "gptnl-bad-pii-iban-01"):
+        text = docs[doc_id]["text"]
+        assert not [f for f in pii.find(text) if f.kind in ("BSN", "IBAN")]
+        assert "<BSN>" in text or "<IBAN>" in text
+    assert docs["gptnl-bad-pii-iban-01"]["metadata"]["pii"]["IBAN"] == 1
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert stats["pii"]["BSN"] == 4 and stats["pii"]["IBAN"] == 5
+
+
+def test_kept_documents_carry_language_and_licence(corpus):
+    for d in kept_docs(corpus):
+        assert d["lang"] == "nl" and d["lang_score"] >= 0.65 and d["licence"] == "CC0-1.0"
+        assert d["source"] in ("gptnl-sample", "gptnl-sample-bad")
+
+
+def test_card_and_manifest(corpus):
+    card = (corpus / "CARD.md").read_text()
+    for heading in ("## 1. General information", "## 2. List of data sources", "## 3. Data processing aspects",
+                    "### Licences", "### Opt-outs honoured", "### Personal data", "### Refusals by step and reason"):
+        assert heading in card
+    assert "| gptnl-sample | gptnl team |" in card and "BSN 4" in card
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    assert manifest["stage"] == "data" and manifest["produced"]["documents"] == 227
+
+
+def test_output_is_readable_by_pack(corpus, sample_tokenizer, tmp_path):
+    m = pack(corpus, sample_tokenizer, 64, tmp_path / "shards", val_fraction=0.1)
+    splits = m["produced"]["splits"]
+    assert splits["train"]["documents"] + splits["validation"]["documents"] == 227
+
+
+def test_rerun_is_identical_and_skips_finished_tasks(tmp_path, corpus):
+    out = tmp_path / "again"
+    build(RECIPE, load_recipe(RECIPE), out)
+    assert (out / "ledger.jsonl.gz").read_bytes() == (corpus / "ledger.jsonl.gz").read_bytes()
+    first = (out / "ledger.jsonl.gz").read_bytes()
+    build(RECIPE, load_recipe(RECIPE), out)  # completion markers: nothing re-run, same outputs
+    assert (out / "ledger.jsonl.gz").read_bytes() == first
+
+
+def test_blocklist_refuses_ids_and_domains(tmp_path):
+    (tmp_path / "blocklist.txt").write_text("gptnl-sample-faq-0001\ndomain:gptnl.example  # the whole site\n")
+    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", tmp_path / "licences.yaml")
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
+        "name": "s", "path": str(SAMPLE / "gemeente-en-faq.jsonl"), "licence": "CC0-1.0", "publisher": "p",
+        "url": "u", "retrieved": "2026-01-01"}]}))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("sources: sources.yaml\nlicences: licences.yaml\nblocklist: blocklist.txt\n")
+    build(recipe, load_recipe(recipe), tmp_path / "out")
+    rows = read_ledger(tmp_path / "out")
+    assert len(rows) == 70 and all(r["step"] == "opt-out" for r in rows)
+    by_id = {r["id"]: r["reason"] for r in rows}
+    assert by_id["gptnl-sample-faq-0001"] == "opt-out (blocklist: id gptnl-sample-faq-0001)"
+    assert by_id["gptnl-sample-faq-0002"] == "opt-out (blocklist: domain gptnl.example)"
+
+
+line_strategy = st.one_of(
+    st.builds(lambda i, t: json.dumps({"id": f"d{i}", "text": t}), st.integers(0, 10**6),
+              st.text(alphabet=string.ascii_letters + " .", max_size=80)),
+    st.builds(lambda t: json.dumps({"text": t}), st.text(max_size=20)),
+    st.builds(lambda v: json.dumps({"id": "x", "text": v}),
+              st.one_of(st.integers(), st.none(), st.lists(st.integers()))),
+    st.text(alphabet=string.printable.replace("\n", "").replace("\r", "").replace("\x0b", "").replace("\x0c", ""),
+            min_size=1, max_size=40),
+)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(line_strategy, min_size=1, max_size=30))
+def test_ledger_invariant_under_random_malformed_input(tmp_path_factory, lines):
+    base = tmp_path_factory.mktemp("random")
+    (base / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", base / "licences.yaml")
+    (base / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
+        "name": "r", "path": "in.jsonl", "licence": "CC0-1.0", "publisher": "p", "url": "u", "retrieved": "x"}]}))
+    (base / "r.yaml").write_text("sources: sources.yaml\nlicences: licences.yaml\n")
+    stats = build(base / "r.yaml", load_recipe(base / "r.yaml"), base / "out")
+    expected = sum(1 for line in lines if line.strip())
+    assert stats["inputs"] == expected == stats["kept"] + stats["refused"] == len(read_ledger(base / "out"))
