@@ -202,6 +202,16 @@ class QualityStep(Strict):
     max_duplicate_line_fraction: float = Field(default=0.3, ge=0, le=1)
 
 
+class NearDedupStep(Strict):
+    """MinHash near-duplicate removal (datatrove's four stages): 5-gram shingles, 14 bands of 8."""
+
+    enabled: bool = True
+    n_grams: int = Field(default=5, gt=0)
+    num_buckets: int = Field(default=14, gt=0)
+    hashes_per_bucket: int = Field(default=8, gt=0)
+    seed: int = 1
+
+
 class RecipeConfig(Strict):
     """`data_pipeline/recipes/*.yaml`: which sources, which policy, which steps with which settings.
     Paths are relative to the recipe file."""
@@ -213,6 +223,7 @@ class RecipeConfig(Strict):
     pii: PiiStep = PiiStep()
     quality: QualityStep = QualityStep()
     exact_dedup: bool = True
+    near_dedup: NearDedupStep = NearDedupStep()
     tasks: int = Field(default=1, gt=0, description="input shards processed in parallel")
 
 

@@ -75,6 +75,15 @@ def test_exact_duplicates_refused_naming_the_original(corpus):
     assert all(r["step"] == "dedup" and "duplicate (exact) (of gptnl-bad-exact-dup-0" in r["reason"] for r in refused)
 
 
+def test_near_duplicates_refused_one_of_each_pair_kept(corpus):
+    rows = {r["id"]: r for r in read_ledger(corpus) if r["id"].startswith("gptnl-bad-near-dup")}
+    for a, b in (("01", "02"), ("03", "04")):
+        pair = [rows[f"gptnl-bad-near-dup-{a}"], rows[f"gptnl-bad-near-dup-{b}"]]
+        assert sorted(r["outcome"] for r in pair) == ["kept", "refused"]
+        refused = next(r for r in pair if r["outcome"] == "refused")
+        assert refused["step"] == "near-dedup" and "MinHash" in refused["reason"]
+
+
 def test_malformed_lines_are_refused_with_file_and_line(corpus):
     rows = [r for r in read_ledger(corpus) if r["step"] == "malformed"]
     assert len(rows) == 8
@@ -106,13 +115,13 @@ def test_card_and_manifest(corpus):
         assert heading in card
     assert "| gptnl-sample | gptnl team |" in card and "BSN 4" in card
     manifest = json.loads((corpus / "manifest.json").read_text())
-    assert manifest["stage"] == "data" and manifest["produced"]["documents"] == 227
+    assert manifest["stage"] == "data" and manifest["produced"]["documents"] == 225
 
 
 def test_output_is_readable_by_pack(corpus, sample_tokenizer, tmp_path):
     m = pack(corpus, sample_tokenizer, 64, tmp_path / "shards", val_fraction=0.1)
     splits = m["produced"]["splits"]
-    assert splits["train"]["documents"] + splits["validation"]["documents"] == 227
+    assert splits["train"]["documents"] + splits["validation"]["documents"] == 225
 
 
 def test_rerun_is_identical_and_skips_finished_tasks(tmp_path, corpus):

@@ -12,6 +12,14 @@ import json
 from pathlib import Path
 
 from datatrove.executor.local import LocalPipelineExecutor
+from datatrove.pipeline.dedup.minhash import (
+    MinhashConfig,
+    MinhashDedupBuckets,
+    MinhashDedupCluster,
+    MinhashDedupFilter,
+    MinhashDedupSignature,
+)
+from datatrove.pipeline.readers.jsonl import JsonlReader
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
 from gptnl.config import RecipeConfig, load_licence_policy, load_sources
@@ -21,7 +29,7 @@ from gptnl.data_pipeline.dedup import ExactDedupFilter
 from gptnl.data_pipeline.gates import LicenceFilter, MalformedGate, OptOutFilter, read_blocklist
 from gptnl.data_pipeline.langid import DutchLanguageFilter
 from gptnl.data_pipeline.normalise import Normaliser
-from gptnl.data_pipeline.quality import quality_filters
+from gptnl.data_pipeline.quality import RegexWordTokenizer, quality_filters
 from gptnl.data_pipeline.reader import SourceReader, source_files
 from gptnl.data_pipeline.scrub import PiiScrubber
 from gptnl.errors import GptnlError
@@ -44,33 +52,70 @@ class DocumentRow:
         }
 
 
-def pipeline(recipe: RecipeConfig, out: Path) -> list:
+def filter_stage(recipe: RecipeConfig, out: Path) -> list:
+    """Stage 1: read, gate, clean and filter; survivors go to `.pipeline/filtered/`."""
     sources = load_sources(recipe.sources)
-    parts = str(out / WORK / "ledger")
-
-    def ledger_writer(step: str) -> JsonlWriter:
-        return JsonlWriter(parts, output_filename=f"{step}-${{rank}}.jsonl", compression=None,
-                           adapter=ledger_mod.LedgerRow(step))
-
     steps = [
         SourceReader(sources.sources, recipe.sources.parent),
-        MalformedGate(exclusion_writer=ledger_writer("malformed")),
-        LicenceFilter(load_licence_policy(recipe.licences), exclusion_writer=ledger_writer("licence")),
-        OptOutFilter(read_blocklist(recipe.blocklist), exclusion_writer=ledger_writer("opt-out")),
+        MalformedGate(exclusion_writer=ledger_writer(out, "malformed")),
+        LicenceFilter(load_licence_policy(recipe.licences), exclusion_writer=ledger_writer(out, "licence")),
+        OptOutFilter(read_blocklist(recipe.blocklist), exclusion_writer=ledger_writer(out, "opt-out")),
         Normaliser(),
         DutchLanguageFilter(recipe.language.keep, recipe.language.min_score,
-                            exclusion_writer=ledger_writer("language")),
-        *quality_filters(recipe.quality, ledger_writer),
+                            exclusion_writer=ledger_writer(out, "language")),
+        *quality_filters(recipe.quality, lambda step: ledger_writer(out, step)),
         PiiScrubber(recipe.pii.mode, recipe.pii.seed),
     ]
     if recipe.exact_dedup:
-        steps.append(ExactDedupFilter(exclusion_writer=ledger_writer("dedup")))
-    steps += [
-        JsonlWriter(str(out / "documents"), output_filename="${rank}.jsonl.gz", adapter=DocumentRow()),
-        JsonlWriter(parts, output_filename="kept-${rank}.jsonl", compression=None,
-                    adapter=ledger_mod.LedgerRow("", outcome="kept")),
+        steps.append(ExactDedupFilter(exclusion_writer=ledger_writer(out, "dedup")))
+    return steps + [JsonlWriter(str(out / WORK / "filtered"), output_filename="${rank}.jsonl.gz",
+                                adapter=DocumentRow())]
+
+
+def ledger_writer(out: Path, step: str, default_reason: str = "", outcome: str = "refused") -> JsonlWriter:
+    name = "kept" if outcome == "kept" else step
+    return JsonlWriter(str(out / WORK / "ledger"), output_filename=f"{name}-${{rank}}.jsonl", compression=None,
+                       adapter=ledger_mod.LedgerRow(step, outcome=outcome, default_reason=default_reason))
+
+
+def final_writers(out: Path) -> list:
+    return [JsonlWriter(str(out / "documents"), output_filename="${rank}.jsonl.gz", adapter=DocumentRow()),
+            ledger_writer(out, "", outcome="kept")]
+
+
+def run_stages(recipe: RecipeConfig, out: Path, workers: int) -> None:
+    """The filter stage, then either a plain copy or MinHash's four stages, each resumable on its own."""
+    logs, filtered = out / WORK / "logs", str(out / WORK / "filtered")
+    tasks = recipe.tasks
+    first = LocalPipelineExecutor(filter_stage(recipe, out), tasks=tasks, workers=min(workers, tasks),
+                                  logging_dir=str(logs / "filter"))
+    first.run()
+    if not list((out / WORK / "filtered").glob("*.jsonl.gz")):
+        (out / "documents").mkdir(parents=True, exist_ok=True)  # nothing survived the filters
+        return
+
+    def reader() -> JsonlReader:
+        return JsonlReader(filtered, glob_pattern="*.jsonl.gz")
+
+    nd = recipe.near_dedup
+    if not nd.enabled:
+        LocalPipelineExecutor([reader(), *final_writers(out)], tasks=tasks, workers=min(workers, tasks),
+                              logging_dir=str(logs / "write")).run()
+        return
+    config = MinhashConfig(n_grams=nd.n_grams, num_buckets=nd.num_buckets, hashes_per_bucket=nd.hashes_per_bucket,
+                           seed=nd.seed)
+    mh = out / WORK / "minhash"
+    stages = [
+        ([reader(), MinhashDedupSignature(str(mh / "signatures"), config=config, language=RegexWordTokenizer())],
+         tasks, "signatures"),
+        ([MinhashDedupBuckets(str(mh / "signatures"), str(mh / "buckets"), config=config)], nd.num_buckets, "buckets"),
+        ([MinhashDedupCluster(str(mh / "buckets"), str(mh / "remove"), config=config)], 1, "clusters"),
+        ([reader(), MinhashDedupFilter(str(mh / "remove"), exclusion_writer=ledger_writer(
+            out, "near-dedup", default_reason=f"near-duplicate (MinHash, {nd.n_grams}-gram shingles)")),
+          *final_writers(out)], tasks, "near-dedup"),
     ]
-    return steps
+    for steps, n, name in stages:
+        LocalPipelineExecutor(steps, tasks=n, workers=min(workers, n), logging_dir=str(logs / name)).run()
 
 
 def stat_totals(logging_dir: Path) -> dict[str, int]:
@@ -91,11 +136,8 @@ def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int = 
     files = source_files(sources.sources, recipe.sources.parent)
     if not files:
         raise GptnlError(f"{recipe.sources}: no .jsonl or .jsonl.gz files match any source's path")
-    logging_dir = out / WORK / "logs"
-    executor = LocalPipelineExecutor(pipeline(recipe, out), tasks=recipe.tasks, workers=min(workers, recipe.tasks),
-                                     logging_dir=str(logging_dir))
-    executor.run()
-    totals = stat_totals(logging_dir)
+    run_stages(recipe, out, workers)
+    totals = stat_totals(out / WORK / "logs" / "filter")
     inputs = {s.name: int(totals.get(f"input/{s.name}", 0)) for s in sources.sources}
     counts = ledger_mod.assemble(out / WORK / "ledger", inputs, out)
     rows = ledger_mod.read_ledger(out)

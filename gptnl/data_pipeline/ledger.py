@@ -24,8 +24,8 @@ LEDGER = "ledger.jsonl.gz"
 class LedgerRow:
     """A JsonlWriter adapter (bound as a method, hence `writer`) that writes a ledger row."""
 
-    def __init__(self, step: str, outcome: str = "refused"):
-        self.step, self.outcome = step, outcome
+    def __init__(self, step: str, outcome: str = "refused", default_reason: str = ""):
+        self.step, self.outcome, self.default_reason = step, outcome, default_reason
 
     def __call__(self, writer, doc: Document) -> dict:
         return {
@@ -34,7 +34,7 @@ class LedgerRow:
             "location": doc.metadata["location"],
             "outcome": self.outcome,
             "step": self.step if self.outcome == "refused" else "",
-            "reason": (doc.metadata.get("refusal") or doc.metadata.get("filter_reason", ""))
+            "reason": (doc.metadata.get("refusal") or doc.metadata.get("filter_reason") or self.default_reason)
             if self.outcome == "refused" else "",
         }
 
