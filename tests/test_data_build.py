@@ -172,3 +172,52 @@ def test_ledger_invariant_under_random_malformed_input(tmp_path_factory, lines):
     stats = build(base / "r.yaml", load_recipe(base / "r.yaml"), base / "out")
     expected = sum(1 for line in lines if line.strip())
     assert stats["inputs"] == expected == stats["kept"] + stats["refused"] == len(read_ledger(base / "out"))
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_rerun_gives_identical_output(tmp_path):
+    """A real SIGKILL of `gptnl data build` after its first task finished; the rerun skips finished
+    tasks (datatrove's completion markers), redoes the rest, and writes exactly what an
+    uninterrupted build writes: the same ledger bytes and the same documents."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    texts = [json.loads(line)["text"] for p in sorted(SAMPLE.glob("*.jsonl")) for line in p.open()]
+    src = tmp_path / "in"
+    src.mkdir()
+    for part in range(4):  # four files, four tasks; enough text that one task takes seconds
+        with open(src / f"part{part}.jsonl", "w", encoding="utf-8") as fh:
+            for i in range(800):
+                text = texts[(i * 7 + part) % len(texts)] + f"\n\nVolgnummer {part}-{i} van deze reeks."
+                fh.write(json.dumps({"id": f"p{part}-{i}", "text": text}, ensure_ascii=False) + "\n")
+    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", tmp_path / "licences.yaml")
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
+        "name": "s", "path": "in/*.jsonl", "licence": "CC0-1.0", "publisher": "p", "url": "u", "retrieved": "x"}]}))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("sources: sources.yaml\nlicences: licences.yaml\ntasks: 4\n")
+
+    build(recipe, load_recipe(recipe), tmp_path / "whole")
+
+    cmd = [sys.executable, "-m", "gptnl", "data", "build", str(recipe), "--out", str(tmp_path / "cut")]
+    victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    completions = tmp_path / "cut" / ".pipeline" / "logs" / "filter" / "completions"
+    deadline = time.monotonic() + 300
+    while not (completions.is_dir() and any(completions.iterdir())):
+        assert victim.poll() is None and time.monotonic() < deadline, "build ended before it could be killed"
+        time.sleep(0.01)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert len(list(completions.iterdir())) < 4, "all tasks finished before the kill"
+    assert not (tmp_path / "cut" / "ledger.jsonl.gz").exists()
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "Skipping rank" in rerun.stderr or "skipping" in rerun.stderr.lower()
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert (cut / "ledger.jsonl.gz").read_bytes() == (whole / "ledger.jsonl.gz").read_bytes()
+    for name in ("00000.jsonl.gz", "00001.jsonl.gz", "00002.jsonl.gz", "00003.jsonl.gz"):
+        with gzip.open(cut / "documents" / name, "rt") as a, gzip.open(whole / "documents" / name, "rt") as b:
+            assert a.read() == b.read()
