@@ -212,6 +212,11 @@ class NearDedupStep(Strict):
     seed: int = 1
 
 
+class DecontaminationStep(Strict):
+    tasks: Path | None = Field(default=Path("../../evals/tasks"), description="evaluation tasks dir; null: off")
+    n_grams: int = Field(default=13, gt=0)
+
+
 class RecipeConfig(Strict):
     """`data_pipeline/recipes/*.yaml`: which sources, which policy, which steps with which settings.
     Paths are relative to the recipe file."""
@@ -224,6 +229,7 @@ class RecipeConfig(Strict):
     quality: QualityStep = QualityStep()
     exact_dedup: bool = True
     near_dedup: NearDedupStep = NearDedupStep()
+    decontamination: DecontaminationStep = DecontaminationStep()
     tasks: int = Field(default=1, gt=0, description="input shards processed in parallel")
 
 
@@ -312,4 +318,7 @@ def load_recipe(path: Path) -> RecipeConfig:
     base = path.resolve().parent
     resolved = {k: (base / v).resolve() for k in ("sources", "licences", "blocklist")
                 if (v := getattr(recipe, k)) is not None}
+    if recipe.decontamination.tasks is not None:
+        resolved["decontamination"] = recipe.decontamination.model_copy(
+            update={"tasks": (base / recipe.decontamination.tasks).resolve()})
     return recipe.model_copy(update=resolved)

@@ -221,3 +221,23 @@ def test_kill_9_mid_run_then_rerun_gives_identical_output(tmp_path):
     for name in ("00000.jsonl.gz", "00001.jsonl.gz", "00002.jsonl.gz", "00003.jsonl.gz"):
         with gzip.open(cut / "documents" / name, "rt") as a, gzip.open(whole / "documents" / name, "rt") as b:
             assert a.read() == b.read()
+
+
+def test_documents_sharing_a_13_gram_with_an_eval_item_are_refused(tmp_path):
+    doc = json.loads((SAMPLE / "gemeente-en-faq.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    words = doc["text"].split()
+    task = tmp_path / "tasks" / "kennis"
+    task.mkdir(parents=True)
+    item = {"question": "Vraag: " + " ".join(words[20:34]) + "?", "choices": ["a", "b"], "answer": 0}
+    (task / "items.jsonl").write_text(json.dumps(item, ensure_ascii=False) + "\n")
+    (tmp_path / "in.jsonl").write_text((SAMPLE / "gemeente-en-faq.jsonl").read_text(encoding="utf-8"))
+    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", tmp_path / "licences.yaml")
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
+        "name": "s", "path": "in.jsonl", "licence": "CC0-1.0", "publisher": "p", "url": "u", "retrieved": "x"}]}))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("sources: sources.yaml\nlicences: licences.yaml\ndecontamination: {tasks: tasks}\n")
+    build(recipe, load_recipe(recipe), tmp_path / "out")
+    rows = {r["id"]: r for r in read_ledger(tmp_path / "out")}
+    assert rows[doc["id"]]["step"] == "decontamination"
+    assert rows[doc["id"]]["reason"] == "contamination (shares a 13-gram with evals task kennis)"
+    assert sum(r["outcome"] == "kept" for r in rows.values()) == 69

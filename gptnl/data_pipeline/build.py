@@ -25,6 +25,7 @@ from datatrove.pipeline.writers.jsonl import JsonlWriter
 from gptnl.config import RecipeConfig, load_licence_policy, load_sources
 from gptnl.data_pipeline import ledger as ledger_mod
 from gptnl.data_pipeline.card import write_card
+from gptnl.data_pipeline.decontaminate import Decontaminator
 from gptnl.data_pipeline.dedup import ExactDedupFilter
 from gptnl.data_pipeline.gates import LicenceFilter, MalformedGate, OptOutFilter, read_blocklist
 from gptnl.data_pipeline.langid import DutchLanguageFilter
@@ -68,6 +69,9 @@ def filter_stage(recipe: RecipeConfig, out: Path) -> list:
     ]
     if recipe.exact_dedup:
         steps.append(ExactDedupFilter(exclusion_writer=ledger_writer(out, "dedup")))
+    if recipe.decontamination.tasks is not None:
+        steps.append(Decontaminator(recipe.decontamination.tasks, recipe.decontamination.n_grams,
+                                    exclusion_writer=ledger_writer(out, "decontamination")))
     return steps + [JsonlWriter(str(out / WORK / "filtered"), output_filename="${rank}.jsonl.gz",
                                 adapter=DocumentRow())]
 
