@@ -104,6 +104,31 @@ def data_build(
         console.print(f"refused by {step}: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
 
 
+@data_app.command("takedown")
+def data_takedown(
+    corpus: Path = typer.Argument(..., help="Corpus dir built by `gptnl data build`."),
+    ids: Path = typer.Option(..., "--ids", help="File of ids, urls and domain:host entries, one per line."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Also rebuild token shards packed from this corpus."),
+) -> None:
+    """Remove documents after an opt-out or complaint; ledger, stats, card and blocklist follow."""
+    from gptnl.data_pipeline.takedown import takedown
+
+    result = takedown(corpus, ids, rebuild=rebuild)
+    console.print(f"{result['removed']} document(s) removed from {corpus}")
+    for shards in result["shards"]:
+        console.print(f"{'rebuilt' if rebuild else 'packed from this corpus'}: {shards}")
+    for command in result["rebuild"]:
+        console.print(f"[yellow]rebuild with: {command}")
+
+
+@data_app.command("card")
+def data_card(corpus: Path = typer.Argument(..., help="Corpus dir built by `gptnl data build`.")) -> None:
+    """(Re)write CARD.md from the corpus's stats and recipe."""
+    from gptnl.data_pipeline.card import rewrite_card
+
+    console.print(f"wrote {rewrite_card(corpus)}")
+
+
 @app.command("pack")
 def pack_cmd(
     corpus: Path = typer.Argument(..., help="Corpus dir (JSONL/JSONL.gz documents)."),

@@ -139,7 +139,7 @@ def pack(
         out,
         stage="pack",
         consumed={
-            "corpus": str(corpus),
+            "corpus": str(Path(corpus).resolve()),
             "files": [{"path": str(p), "sha256": sha256_file(p)} for p in files],
             "tokenizer": {"path": str(Path(tokenizer_dir).resolve()), "checksum": tok.checksum},
         },

@@ -241,3 +241,65 @@ def test_documents_sharing_a_13_gram_with_an_eval_item_are_refused(tmp_path):
     assert rows[doc["id"]]["step"] == "decontamination"
     assert rows[doc["id"]]["reason"] == "contamination (shares a 13-gram with evals task kennis)"
     assert sum(r["outcome"] == "kept" for r in rows.values()) == 69
+
+
+def own_recipe(tmp_path):
+    """The sample sources with a blocklist of the test's own (takedown appends to it)."""
+    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", tmp_path / "licences.yaml")
+    (tmp_path / "blocklist.txt").write_text("# test blocklist\n")
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
+        "name": "gptnl-sample", "path": str(SAMPLE / "*.jsonl"), "licence": "CC0-1.0", "publisher": "gptnl team",
+        "url": "https://gptnl.example/sample", "retrieved": "2026-11-28"}]}))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("sources: sources.yaml\nlicences: licences.yaml\nblocklist: blocklist.txt\n")
+    return recipe
+
+
+def test_takedown_removes_documents_and_keeps_the_ledger_whole(tmp_path, sample_tokenizer):
+    import subprocess
+    import sys
+
+    recipe = own_recipe(tmp_path)
+    corpus = tmp_path / "corpus"
+    build(recipe, load_recipe(recipe), corpus)
+    pack(corpus, sample_tokenizer, 64, tmp_path / "shards", val_fraction=0.1)
+    before = json.loads((tmp_path / "shards" / "manifest.json").read_text())["produced"]["splits"]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("gptnl-sample-faq-0001\nhttps://gptnl.example/sample/gptnl-sample-verhaal-0002\n")
+
+    proc = subprocess.run([sys.executable, "-m", "gptnl", "data", "takedown", str(corpus), "--ids", str(ids)],
+                          capture_output=True, text=True, env={**__import__("os").environ, "COLUMNS": "300"})
+    assert proc.returncode == 0, proc.stderr
+    assert "2 document(s) removed" in proc.stdout and f"rebuild with: gptnl pack {corpus.resolve()}" in proc.stdout
+
+    rows = {r["id"]: r for r in read_ledger(corpus)}
+    assert len(rows) == 210
+    assert rows["gptnl-sample-faq-0001"] == {**rows["gptnl-sample-faq-0001"], "outcome": "refused",
+                                             "step": "takedown", "reason": "takedown (id gptnl-sample-faq-0001)"}
+    assert rows["gptnl-sample-verhaal-0002"]["step"] == "takedown"
+    assert {d["id"] for d in kept_docs(corpus)} == {i for i, r in rows.items() if r["outcome"] == "kept"}
+    assert len(kept_docs(corpus)) == 208
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert stats["kept"] == 208 and stats["refused"] == 2 and stats["takedowns"][0]["removed"] == 2
+    assert "Takedown on" in (corpus / "CARD.md").read_text()
+    assert "gptnl-sample-faq-0001" in (tmp_path / "blocklist.txt").read_text()  # the next build refuses it too
+
+    from gptnl.data_pipeline.takedown import takedown
+
+    ids.write_text("gptnl-sample-faq-0003\n")
+    result = takedown(corpus, ids, rebuild=True)
+    assert result["removed"] == 1 and result["shards"] == [str(tmp_path / "shards")]
+    after = json.loads((tmp_path / "shards" / "manifest.json").read_text())["produced"]["splits"]
+    assert sum(s["documents"] for s in after.values()) == sum(s["documents"] for s in before.values()) - 3
+
+    rebuilt = build(recipe, load_recipe(recipe), tmp_path / "again")
+    assert rebuilt["refused_by_step"]["opt-out"] == {"opt-out": 3}
+
+
+def test_card_command_rewrites_the_card(tmp_path):
+    from gptnl.data_pipeline.card import rewrite_card
+
+    recipe = own_recipe(tmp_path)
+    build(recipe, load_recipe(recipe), tmp_path / "c")
+    (tmp_path / "c" / "CARD.md").unlink()
+    assert rewrite_card(tmp_path / "c").read_text().startswith("# Data card: c")

@@ -18,6 +18,20 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+def rewrite_card(corpus: Path) -> Path:
+    """CARD.md again from `stats.json` and the recipe recorded in `manifest.json`."""
+    from gptnl.config import load_sources
+    from gptnl.errors import GptnlError
+    from gptnl.fileio import read_manifest
+
+    manifest = read_manifest(corpus)
+    if manifest.get("stage") != "data" or not (Path(corpus) / "stats.json").is_file():
+        raise GptnlError(f"{corpus}: not a corpus built by `gptnl data build`")
+    recipe = RecipeConfig.model_validate(manifest["config"])
+    stats = json.loads((Path(corpus) / "stats.json").read_text())
+    return write_card(corpus, recipe, load_sources(recipe.sources), stats)
+
+
 def write_card(out: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dict) -> Path:
     out = Path(out)
     policy = load_licence_policy(recipe.licences)
@@ -67,6 +81,8 @@ def write_card(out: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dic
         f"- Text-and-data-mining reservations (DSM directive art. 4): {stats['opt_outs']['tdm']} documents refused.",
         f"- Blocklist (ids, urls, domains after opt-out requests or takedowns): {stats['opt_outs']['blocklist']} "
         "documents refused.",
+        *[f"- Takedown on {t['date']}: {t['removed']} documents removed ({', '.join(t['entries'])})."
+          for t in stats.get("takedowns", [])],
         "",
         "### Personal data",
         "",

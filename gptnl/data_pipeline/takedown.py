@@ -1,0 +1,108 @@
+"""`gptnl data takedown`: remove documents from a built corpus after an opt-out or a complaint.
+
+Matching documents (by id, url or `domain:host`, the blocklist format) leave `documents/`; their
+ledger rows become `refused` by step `takedown`, so the ledger still has one row per input; the
+entries join the recipe's blocklist so the next build refuses them too; stats and the card are
+rewritten; token shards packed from this corpus are found and rebuilt, or named with the command
+that rebuilds them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+from gptnl.config import RecipeConfig, load_sources
+from gptnl.data_pipeline import ledger as ledger_mod
+from gptnl.data_pipeline.card import write_card
+from gptnl.data_pipeline.gates import blocked, read_blocklist
+from gptnl.errors import GptnlError
+from gptnl.fileio import atomic_write_bytes, atomic_write_json, read_manifest
+
+
+def _rewrite_documents(corpus: Path, entries: frozenset[str]) -> dict[tuple[str, str], str]:
+    removed: dict[tuple[str, str], str] = {}
+    for path in sorted((corpus / "documents").glob("*.jsonl.gz")):
+        kept_lines = []
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                doc = json.loads(line)
+                match = blocked(doc["id"], doc.get("url"), entries)
+                if match:
+                    removed[(doc["source"], doc["metadata"]["location"])] = match
+                else:
+                    kept_lines.append(line)
+        if len(kept_lines) != sum(1 for _ in gzip.open(path, "rt", encoding="utf-8")):
+            atomic_write_bytes(path, gzip.compress("".join(kept_lines).encode("utf-8"), mtime=0))
+    return removed
+
+
+def derived_shards(corpus: Path) -> list[tuple[Path, dict]]:
+    """Shards dirs beside the corpus whose pack manifest says they were packed from it."""
+    found = []
+    for manifest in sorted(corpus.resolve().parent.glob("*/manifest.json")):
+        m = json.loads(manifest.read_text())
+        if m.get("stage") == "pack" and Path(m["consumed"]["corpus"]).resolve() == corpus.resolve():
+            found.append((manifest.parent, m))
+    return found
+
+
+def rebuild_command(shards: Path, m: dict) -> str:
+    c = m["config"]
+    return (f"gptnl pack {m['consumed']['corpus']} --tokenizer {m['consumed']['tokenizer']['path']} "
+            f"--seq-len {c['seq_len']} --val-fraction {c['val_fraction']} --shard-tokens {c['shard_tokens']} "
+            f"--out {shards}")
+
+
+def takedown(corpus: Path, entries_file: Path, *, rebuild: bool = False) -> dict:
+    corpus = Path(corpus)
+    manifest = read_manifest(corpus)
+    if manifest.get("stage") != "data":
+        raise GptnlError(f"{corpus}: not a corpus built by `gptnl data build`")
+    entries = read_blocklist(entries_file)
+    if not entries:
+        raise GptnlError(f"{entries_file}: no ids, urls or domain: entries in this file")
+    removed = _rewrite_documents(corpus, entries)
+    rows = ledger_mod.read_ledger(corpus)
+    for row in rows:
+        match = removed.get((row["source"], row["location"]))
+        if match and row["outcome"] == "kept":
+            row.update(outcome="refused", step="takedown", reason=f"takedown ({match})")
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    atomic_write_bytes(corpus / ledger_mod.LEDGER, gzip.compress(payload, mtime=0))
+
+    stats = json.loads((corpus / "stats.json").read_text())
+    for source, counts in stats["sources"].items():
+        n = sum(1 for (s, _loc) in removed if s == source)
+        counts["kept"] = counts.get("kept", 0) - n
+        counts["refused"] = counts.get("refused", 0) + n
+    stats["kept"] -= len(removed)
+    stats["refused"] += len(removed)
+    if removed:
+        step = stats["refused_by_step"].setdefault("takedown", {})
+        step["takedown"] = step.get("takedown", 0) + len(removed)
+    stats.setdefault("takedowns", []).append(
+        {"date": time.strftime("%Y-%m-%d", time.gmtime()), "entries": sorted(entries), "removed": len(removed)})
+    atomic_write_json(corpus / "stats.json", stats)
+
+    recipe = RecipeConfig.model_validate(manifest["config"])
+    if recipe.blocklist is not None:
+        known = read_blocklist(recipe.blocklist)
+        new = sorted(entries - known)
+        if new:
+            with open(recipe.blocklist, "a", encoding="utf-8") as fh:
+                fh.write(f"# takedown {time.strftime('%Y-%m-%d', time.gmtime())}\n" + "".join(e + "\n" for e in new))
+    write_card(corpus, recipe, load_sources(recipe.sources), stats)
+
+    shards = derived_shards(corpus)
+    if rebuild and removed:
+        from gptnl.pack import pack
+
+        for path, m in shards:
+            c = m["config"]
+            pack(Path(m["consumed"]["corpus"]), Path(m["consumed"]["tokenizer"]["path"]), c["seq_len"], path,
+                 val_fraction=c["val_fraction"], shard_tokens=c["shard_tokens"])
+    return {"removed": len(removed), "shards": [str(p) for p, _ in shards],
+            "rebuild": [] if rebuild or not removed else [rebuild_command(p, m) for p, m in shards]}
