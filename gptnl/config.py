@@ -200,6 +200,7 @@ class QualityStep(Strict):
     max_non_alpha_words_ratio: float = Field(default=0.7, ge=0, le=1, description="share of tokens with a letter")
     min_stop_words: int = Field(default=2, ge=0)
     max_duplicate_line_fraction: float = Field(default=0.3, ge=0, le=1)
+    min_sentences: int = Field(default=5, ge=0, description="C4: fewer sentences and the document is refused")
 
 
 class NearDedupStep(Strict):

@@ -68,6 +68,14 @@ def test_bad_material_is_refused_by_the_right_step(corpus, tag, step, reason):
         assert row["outcome"] == "refused" and row["step"] == step and reason in row["reason"], row
 
 
+def test_boilerplate_is_refused(corpus):
+    rows = [r for r in read_ledger(corpus) if r["id"].startswith("gptnl-bad-boilerplate")]
+    assert len(rows) == 4 and all(r["outcome"] == "refused" for r in rows)
+    assert {r["step"] for r in rows} <= {"boilerplate", "quality", "repetition", "c4"}
+    cookie = next(r for r in rows if r["id"] == "gptnl-bad-boilerplate-01")
+    assert cookie["reason"].startswith("boilerplate (") and "cookie or policy" in cookie["reason"]
+
+
 def test_exact_duplicates_refused_naming_the_original(corpus):
     rows = [r for r in read_ledger(corpus) if r["id"].startswith("gptnl-bad-exact-dup")]
     refused = [r for r in rows if r["outcome"] == "refused"]
@@ -115,13 +123,13 @@ def test_card_and_manifest(corpus):
         assert heading in card
     assert "| gptnl-sample | gptnl team |" in card and "BSN 4" in card
     manifest = json.loads((corpus / "manifest.json").read_text())
-    assert manifest["stage"] == "data" and manifest["produced"]["documents"] == 225
+    assert manifest["stage"] == "data" and manifest["produced"]["documents"] == 223
 
 
 def test_output_is_readable_by_pack(corpus, sample_tokenizer, tmp_path):
     m = pack(corpus, sample_tokenizer, 64, tmp_path / "shards", val_fraction=0.1)
     splits = m["produced"]["splits"]
-    assert splits["train"]["documents"] + splits["validation"]["documents"] == 225
+    assert splits["train"]["documents"] + splits["validation"]["documents"] == 223
 
 
 def test_rerun_is_identical_and_skips_finished_tasks(tmp_path, corpus):

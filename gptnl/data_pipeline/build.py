@@ -24,6 +24,7 @@ from datatrove.pipeline.writers.jsonl import JsonlWriter
 
 from gptnl.config import RecipeConfig, load_licence_policy, load_sources
 from gptnl.data_pipeline import ledger as ledger_mod
+from gptnl.data_pipeline.boilerplate import DutchBoilerplateFilter
 from gptnl.data_pipeline.card import write_card
 from gptnl.data_pipeline.decontaminate import Decontaminator
 from gptnl.data_pipeline.dedup import ExactDedupFilter
@@ -64,6 +65,7 @@ def filter_stage(recipe: RecipeConfig, out: Path) -> list:
         Normaliser(),
         DutchLanguageFilter(recipe.language.keep, recipe.language.min_score,
                             exclusion_writer=ledger_writer(out, "language")),
+        DutchBoilerplateFilter(exclusion_writer=ledger_writer(out, "boilerplate")),
         *quality_filters(recipe.quality, lambda step: ledger_writer(out, step)),
         PiiScrubber(recipe.pii.mode, recipe.pii.seed),
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from datatrove.pipeline.filters.c4_filters import C4QualityFilter
 from datatrove.pipeline.filters.gopher_quality_filter import GopherQualityFilter
 from datatrove.pipeline.filters.gopher_repetition_filter import GopherRepetitionFilter
 from datatrove.utils.word_tokenizers import WordTokenizer
@@ -34,7 +35,8 @@ class RegexWordTokenizer(WordTokenizer):
 
 
 def quality_filters(cfg: QualityStep, exclusion_writer_for) -> list:
-    """Gopher quality, then Gopher repetition; `exclusion_writer_for(step)` gives each its ledger writer."""
+    """Gopher quality, Gopher repetition, then C4's rules as FineWeb runs them (no terminal-punctuation
+    rule) and with blank lines kept; `exclusion_writer_for(step)` gives each its ledger writer."""
     tok = RegexWordTokenizer()
     return [
         GopherQualityFilter(
@@ -47,4 +49,6 @@ def quality_filters(cfg: QualityStep, exclusion_writer_for) -> list:
         ),
         GopherRepetitionFilter(dup_line_frac=cfg.max_duplicate_line_fraction, language=tok,
                                exclusion_writer=exclusion_writer_for("repetition")),
+        C4QualityFilter(filter_no_terminal_punct=False, min_words_per_line=-1,
+                        min_num_sentences=cfg.min_sentences, language=tok, exclusion_writer=exclusion_writer_for("c4")),
     ]
