@@ -87,13 +87,15 @@ def tokenizer_report(
 def data_build(
     recipe: Path = typer.Argument(..., help="Recipe YAML (data_pipeline/recipes/*.yaml)."),
     out: Path = typer.Option(..., "--out", help="Corpus dir to write."),
-    workers: int = typer.Option(1, "--workers", help="Local processes (at most the recipe's tasks)."),
+    workers: int = typer.Option(1, "--workers", help="Tasks run at once (at most the recipe's tasks)."),
+    executor: str = typer.Option("local", "--executor", help="local, or ray (a local Ray, or --address)."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address for --executor ray."),
 ) -> None:
     """Run the corpus pipeline: every input document is kept or refused with a reason in the ledger."""
     from gptnl.config import load_recipe
     from gptnl.data_pipeline.build import build
 
-    stats = build(recipe, load_recipe(recipe), out, workers=workers)
+    stats = build(recipe, load_recipe(recipe), out, workers=workers, executor=executor, ray_address=address)
     table = Table(title=f"ledger of {out}")
     for col in ("source", "read", "kept", "refused"):
         table.add_column(col)

@@ -311,3 +311,19 @@ def test_card_command_rewrites_the_card(tmp_path):
     build(recipe, load_recipe(recipe), tmp_path / "c")
     (tmp_path / "c" / "CARD.md").unlink()
     assert rewrite_card(tmp_path / "c").read_text().startswith("# Data card: c")
+
+
+@pytest.mark.slow
+def test_ray_executor_writes_what_the_local_executor_writes(tmp_path, corpus):
+    """The same recipe on a real local Ray (started and stopped by the build) gives the same corpus."""
+    stats = build(RECIPE, load_recipe(RECIPE), tmp_path / "ray", workers=2, executor="ray")
+    assert stats["kept"] == 223
+    assert (tmp_path / "ray" / "ledger.jsonl.gz").read_bytes() == (corpus / "ledger.jsonl.gz").read_bytes()
+    assert kept_docs(tmp_path / "ray") == kept_docs(corpus)
+
+
+def test_unknown_executor_is_refused(tmp_path):
+    from gptnl.errors import GptnlError
+
+    with pytest.raises(GptnlError, match="allowed values are local, ray"):
+        build(RECIPE, load_recipe(RECIPE), tmp_path / "x", executor="slurm")

@@ -89,13 +89,24 @@ def final_writers(out: Path) -> list:
             ledger_writer(out, "", outcome="kept")]
 
 
-def run_stages(recipe: RecipeConfig, out: Path, workers: int) -> None:
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(kind: str, steps: list, tasks: int, workers: int, logging_dir: Path):
+    """The same steps on datatrove's local executor, or on Ray (`ray.init` must have run)."""
+    if kind == "ray":
+        from datatrove.executor.ray import RayPipelineExecutor
+
+        return RayPipelineExecutor(steps, tasks=tasks, workers=min(workers, tasks), logging_dir=str(logging_dir),
+                                   cpus_per_task=1, mem_per_cpu_gb=0.5)
+    return LocalPipelineExecutor(steps, tasks=tasks, workers=min(workers, tasks), logging_dir=str(logging_dir))
+
+
+def run_stages(recipe: RecipeConfig, out: Path, workers: int, executor: str = "local") -> None:
     """The filter stage, then either a plain copy or MinHash's four stages, each resumable on its own."""
     logs, filtered = out / WORK / "logs", str(out / WORK / "filtered")
     tasks = recipe.tasks
-    first = LocalPipelineExecutor(filter_stage(recipe, out), tasks=tasks, workers=min(workers, tasks),
-                                  logging_dir=str(logs / "filter"))
-    first.run()
+    make_executor(executor, filter_stage(recipe, out), tasks, workers, logs / "filter").run()
     if not list((out / WORK / "filtered").glob("*.jsonl.gz")):
         (out / "documents").mkdir(parents=True, exist_ok=True)  # nothing survived the filters
         return
@@ -105,8 +116,7 @@ def run_stages(recipe: RecipeConfig, out: Path, workers: int) -> None:
 
     nd = recipe.near_dedup
     if not nd.enabled:
-        LocalPipelineExecutor([reader(), *final_writers(out)], tasks=tasks, workers=min(workers, tasks),
-                              logging_dir=str(logs / "write")).run()
+        make_executor(executor, [reader(), *final_writers(out)], tasks, workers, logs / "write").run()
         return
     config = MinhashConfig(n_grams=nd.n_grams, num_buckets=nd.num_buckets, hashes_per_bucket=nd.hashes_per_bucket,
                            seed=nd.seed)
@@ -121,7 +131,7 @@ def run_stages(recipe: RecipeConfig, out: Path, workers: int) -> None:
           *final_writers(out)], tasks, "near-dedup"),
     ]
     for steps, n, name in stages:
-        LocalPipelineExecutor(steps, tasks=n, workers=min(workers, n), logging_dir=str(logs / name)).run()
+        make_executor(executor, steps, n, workers, logs / name).run()
 
 
 def stat_totals(logging_dir: Path) -> dict[str, int]:
@@ -136,13 +146,31 @@ def stat_totals(logging_dir: Path) -> dict[str, int]:
     return totals
 
 
-def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int = 1) -> dict:
+def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int = 1, executor: str = "local",
+          ray_address: str | None = None) -> dict:
+    """Run the recipe into `out`; returns stats. `executor="ray"` connects to `ray_address`
+    (or starts a local Ray) and stops what it started."""
+    if executor not in EXECUTORS:
+        raise GptnlError(f"--executor {executor!r}: allowed values are {', '.join(EXECUTORS)}")
     out = Path(out)
     sources = load_sources(recipe.sources)
     files = source_files(sources.sources, recipe.sources.parent)
     if not files:
         raise GptnlError(f"{recipe.sources}: no .jsonl or .jsonl.gz files match any source's path")
-    run_stages(recipe, out, workers)
+    if executor == "ray":
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=ray_address, num_cpus=None if ray_address else max(1, workers),
+                     include_dashboard=False, log_to_driver=False)
+        try:
+            run_stages(recipe, out, workers, executor)
+        finally:
+            if started:
+                ray.shutdown()
+    else:
+        run_stages(recipe, out, workers, executor)
     totals = stat_totals(out / WORK / "logs" / "filter")
     inputs = {s.name: int(totals.get(f"input/{s.name}", 0)) for s in sources.sources}
     counts = ledger_mod.assemble(out / WORK / "ledger", inputs, out)
