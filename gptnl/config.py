@@ -157,7 +157,8 @@ class SourceConfig(Strict):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     path: str = Field(min_length=1, description="glob, relative to sources.yaml")
-    format: Literal["jsonl"] = Field(default="jsonl", description="jsonl also reads .jsonl.gz")
+    format: Literal["jsonl", "parquet", "txt", "warc"] = Field(
+        default="jsonl", description="jsonl (.jsonl/.jsonl.gz), parquet, txt (one document per file), warc (WARC/WET)")
     licence: str | None = Field(default=None, description="SPDX id for documents that carry none")
     licence_field: str = Field(default="licence", description="per-document override of the licence")
     publisher: str

@@ -327,3 +327,49 @@ def test_unknown_executor_is_refused(tmp_path):
 
     with pytest.raises(GptnlError, match="allowed values are local, ray"):
         build(RECIPE, load_recipe(RECIPE), tmp_path / "x", executor="slurm")
+
+
+def test_reads_parquet_text_folders_and_warc(tmp_path):
+    from io import BytesIO
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    texts = [json.loads(line)["text"] for line in (SAMPLE / "nieuws-en-encyclopedie.jsonl").read_text().splitlines()]
+    pq.write_table(pa.table({"id": ["p1", "p2", "p3"], "text": [texts[0], texts[1], None],
+                             "licence": ["CC-BY-4.0", None, None]}), tmp_path / "rows.parquet")
+    (tmp_path / "txt").mkdir()
+    (tmp_path / "txt" / "a.txt").write_text(texts[2], encoding="utf-8")
+    (tmp_path / "txt" / "b.txt").write_bytes(b"\xff\xfe kapot")
+    with open(tmp_path / "crawl.warc.gz", "wb") as fh:
+        writer = WARCWriter(fh, gzip=True)
+        writer.write_record(writer.create_warc_record("https://gemeente.example/nieuws/1", "conversion",
+                                                      payload=BytesIO(texts[3].encode()),
+                                                      warc_content_type="text/plain"))
+        http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record("https://gemeente.example/", "response",
+                                                      payload=BytesIO(b"<html>hoi</html>"), http_headers=http))
+    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", tmp_path / "licences.yaml")
+    common = {"licence": "CC0-1.0", "publisher": "p", "url": "u", "retrieved": "x"}
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": [
+        {"name": "pq", "path": "*.parquet", "format": "parquet", **common},
+        {"name": "txt", "path": "txt/*.txt", "format": "txt", **common},
+        {"name": "warc", "path": "*.warc.gz", "format": "warc", **common},
+    ]}))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("sources: sources.yaml\nlicences: licences.yaml\n")
+    stats = build(recipe, load_recipe(recipe), tmp_path / "out")
+    rows = {(r["source"], r["location"]): r for r in read_ledger(tmp_path / "out")}
+    assert stats["inputs"] == 7 and len(rows) == 7
+    assert rows[("pq", "rows.parquet:1")]["outcome"] == "kept" and rows[("pq", "rows.parquet:2")]["outcome"] == "kept"
+    assert "'text' must be a string, got NoneType" in rows[("pq", "rows.parquet:3")]["reason"]
+    assert rows[("txt", "txt/a.txt:1")]["outcome"] == "kept" and rows[("txt", "txt/a.txt:1")]["id"] == "txt/a.txt"
+    assert "invalid UTF-8" in rows[("txt", "txt/b.txt:1")]["reason"]
+    assert rows[("warc", "crawl.warc.gz:1")]["outcome"] == "kept"
+    assert "text/html content" in rows[("warc", "crawl.warc.gz:2")]["reason"]
+    docs = {d["id"]: d for d in kept_docs(tmp_path / "out")}
+    assert docs["p1"]["licence"] == "CC-BY-4.0" and docs["p2"]["licence"] == "CC0-1.0"
+    warc_doc = next(d for d in docs.values() if d["source"] == "warc")
+    assert warc_doc["url"] == "https://gemeente.example/nieuws/1"

@@ -1,9 +1,12 @@
-"""Read every source's files as datatrove Documents, and never lose a line.
+"""Read every source's files as datatrove Documents, and never lose a record.
 
-A line that is not a usable document (bad JSON, not an object, no `text` or `id`, wrong types,
-invalid UTF-8, empty text) still becomes a Document, marked `malformed` with its file and line,
-so that the first gate refuses it into the ledger instead of the run crashing or dropping it.
-Files are dealt to tasks round-robin in a fixed order, so reruns see the same split.
+Formats: JSONL (also gzipped), Parquet (one row a document), folders of .txt files (one file a
+document, its path the id), and WARC/WET archives (`warcio`; plain-text `conversion` records and
+`text/plain` responses; HTML responses are refused until an extractor is configured). A record
+that is not a usable document (bad JSON, not an object, no `text` or `id`, wrong types, invalid
+UTF-8, empty text) still becomes a Document, marked `malformed` with its file and position, so the
+first gate refuses it into the ledger instead of the run crashing or dropping it. Files are dealt
+to tasks round-robin in a fixed order, so reruns see the same split.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from datatrove.pipeline.base import PipelineStep
 from gptnl.config import SourceConfig
 
 PASSED_FIELDS = ("url", "author", "created", "retrieved")
+SUFFIXES = {"jsonl": (".jsonl", ".jsonl.gz"), "parquet": (".parquet",), "txt": (".txt",),
+            "warc": (".warc", ".warc.gz", ".wet", ".wet.gz")}
 
 
 def source_files(sources: list[SourceConfig], base: Path) -> list[tuple[SourceConfig, Path]]:
@@ -29,7 +34,7 @@ def source_files(sources: list[SourceConfig], base: Path) -> list[tuple[SourceCo
     for src in sources:
         for name in sorted(glob.glob(os.path.join(base, src.path), recursive=True)):
             path = Path(name)
-            if path.is_file() and path.name.endswith((".jsonl", ".jsonl.gz")):
+            if path.is_file() and path.name.endswith(SUFFIXES[src.format]):
                 files.append((src, path))
     return files
 
@@ -45,6 +50,7 @@ def _malformed(src: SourceConfig, location: str, what: str) -> Document:
 
 
 def to_document(src: SourceConfig, location: str, raw: bytes) -> Document:
+    """A JSONL line as a Document (or a malformed one saying why)."""
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -53,6 +59,11 @@ def to_document(src: SourceConfig, location: str, raw: bytes) -> Document:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         return _malformed(src, location, f"not valid JSON: {exc.msg}")
+    return record_to_document(src, location, obj)
+
+
+def record_to_document(src: SourceConfig, location: str, obj) -> Document:
+    """A parsed record (a JSON object, a Parquet row) as a Document, or a malformed one."""
     if not isinstance(obj, dict):
         return _malformed(src, location, f"expected a JSON object, got {type(obj).__name__}")
     for key in ("id", "text"):
@@ -74,6 +85,66 @@ def to_document(src: SourceConfig, location: str, raw: bytes) -> Document:
     return Document(text=obj["text"], id=obj["id"], metadata=meta)
 
 
+def _jsonl_records(src: SourceConfig, path: Path, rel: str) -> Iterator[Document]:
+    for lineno, raw in enumerate(_lines(path), start=1):
+        if raw.strip():
+            yield to_document(src, f"{rel}:{lineno}", raw.rstrip(b"\r\n"))
+
+
+def _parquet_records(src: SourceConfig, path: Path, rel: str) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        yield _malformed(src, f"{rel}:1", f"unreadable Parquet file ({exc})")
+        return
+    row = 0
+    for batch in table.iter_batches():
+        for obj in batch.to_pylist():
+            row += 1
+            yield record_to_document(src, f"{rel}:{row}", obj)
+
+
+def _txt_record(src: SourceConfig, path: Path, rel: str) -> Iterator[Document]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield _malformed(src, f"{rel}:1", f"invalid UTF-8 at byte {exc.start}")
+        return
+    yield record_to_document(src, f"{rel}:1", {"id": rel, "text": text})
+
+
+def _warc_records(src: SourceConfig, path: Path, rel: str) -> Iterator[Document]:
+    from warcio.archiveiterator import ArchiveIterator
+
+    with open(path, "rb") as fh:
+        n = 0
+        for record in ArchiveIterator(fh):
+            if record.rec_type not in ("conversion", "response", "resource"):
+                continue
+            n += 1
+            url = record.rec_headers.get_header("WARC-Target-URI")
+            rid = record.rec_headers.get_header("WARC-Record-ID") or f"{rel}:{n}"
+            ctype = (record.http_headers.get_header("Content-Type") if record.http_headers
+                     else record.rec_headers.get_header("Content-Type")) or ""
+            body = record.content_stream().read()
+            if record.rec_type != "conversion" and "text/plain" not in ctype:
+                yield _malformed(src, f"{rel}:{n}", f"{ctype or 'unknown'} content; only plain text is read")
+                continue
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield _malformed(src, f"{rel}:{n}", f"invalid UTF-8 at byte {exc.start}")
+                continue
+            yield record_to_document(src, f"{rel}:{n}", {
+                "id": rid.strip("<>"), "text": text, "url": url,
+                "created": record.rec_headers.get_header("WARC-Date")})
+
+
+READERS = {"jsonl": _jsonl_records, "parquet": _parquet_records, "txt": _txt_record, "warc": _warc_records}
+
+
 class SourceReader(PipelineStep):
     name = "📖 sources"
     type = "📖 - READER"
@@ -88,9 +159,6 @@ class SourceReader(PipelineStep):
             if i % world_size != rank:
                 continue
             rel = str(Path(path).relative_to(self.base)) if path.startswith(self.base) else path
-            for lineno, raw in enumerate(_lines(Path(path)), start=1):
-                if not raw.strip():
-                    continue
-                doc = to_document(src, f"{rel}:{lineno}", raw.rstrip(b"\r\n"))
+            for doc in READERS[src.format](src, Path(path), rel):
                 self.stat_update("input", f"input/{src.name}")
                 yield doc
