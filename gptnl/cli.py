@@ -123,6 +123,27 @@ def data_takedown(
         console.print(f"[yellow]rebuild with: {command}")
 
 
+@data_app.command("langid")
+def data_langid(
+    testset: Path = typer.Option(None, "--testset", help="Labelled JSONL (id, lang, kind, text); default: bundled."),
+) -> None:
+    """Accuracy of the language identifier on a labelled nl/af/fy/de/en test set."""
+    from gptnl.data_pipeline.langid import TESTSET, evaluate, load_testset
+
+    path = testset or TESTSET
+    if not Path(path).is_file():
+        raise GptnlError(f"{path}: test set not found")
+    report = evaluate(load_testset(path))
+    table = Table(title=f"py3langid on {path} ({report['items']} texts)")
+    table.add_column("language/kind")
+    table.add_column("accuracy")
+    for group, acc in report["per_group"].items():
+        table.add_row(group, f"{acc:.1%}")
+    console.print(table)
+    wrong = report["wrongly_dutch"] or "none"
+    console.print(f"overall {report['accuracy']:.1%}; other languages labelled Dutch: {wrong}")
+
+
 @data_app.command("card")
 def data_card(corpus: Path = typer.Argument(..., help="Corpus dir built by `gptnl data build`.")) -> None:
     """(Re)write CARD.md from the corpus's stats and recipe."""

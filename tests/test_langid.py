@@ -38,3 +38,14 @@ def test_sample_is_dutch_and_bad_languages_are_not(lid):
         doc = json.loads(line)
         if doc["expected"].startswith("lang-"):
             assert lid.classify(doc["text"]).lang == doc["expected"].removeprefix("lang-"), doc["id"]
+
+
+def test_cli_reports_accuracy():
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "gptnl", "data", "langid"], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "120"})
+    assert proc.returncode == 0, proc.stderr
+    assert "overall 100.0%; other languages labelled Dutch: none" in proc.stdout
