@@ -189,18 +189,23 @@ class PiiStep(Strict):
 
 
 class QualityStep(Strict):
-    """Gopher quality thresholds (FineWeb-2 `nld_Latn`-style defaults) with Dutch stop words."""
+    """Gopher quality and repetition thresholds; defaults from FineWeb-2's `nld_Latn` config except
+    the alpha-word share (see the recipe)."""
 
     min_doc_words: int = Field(default=50, ge=0)
     max_doc_words: int = Field(default=100000, gt=0)
     min_avg_word_length: float = Field(default=3, ge=0)
-    max_avg_word_length: float = Field(default=10, gt=0)
+    max_avg_word_length: float = Field(default=16, gt=0)
     max_symbol_word_ratio: float = Field(default=0.1, ge=0)
     max_bullet_lines_ratio: float = Field(default=0.9, ge=0)
     max_ellipsis_lines_ratio: float = Field(default=0.3, ge=0)
     max_non_alpha_words_ratio: float = Field(default=0.7, ge=0, le=1, description="share of tokens with a letter")
     min_stop_words: int = Field(default=2, ge=0)
-    max_duplicate_line_fraction: float = Field(default=0.3, ge=0, le=1)
+    stop_words: list[str] = ["de", "van", "in", "het", "een", "en", "is", "op", "voor", "met", "door", "zijn", "werd",
+                             "hij", "uit"]
+    max_duplicate_line_fraction: float = Field(default=0.333, ge=0, le=1)
+    top_n_grams: list[tuple[int, float]] = [(2, 0.093), (3, 0.117), (4, 0.14)]
+    dup_n_grams: list[tuple[int, float]] = [(5, 0.177), (6, 0.16), (7, 0.145), (8, 0.133), (9, 0.123), (10, 0.112)]
     min_sentences: int = Field(default=5, ge=0, description="C4: fewer sentences and the document is refused")
 
 

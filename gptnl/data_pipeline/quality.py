@@ -13,8 +13,8 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 
 from gptnl.config import QualityStep
 
-# The most frequent Dutch function words: a real Dutch text has several in any 50 words.
-DUTCH_STOP_WORDS = ("de", "het", "een", "en", "van", "in", "is", "dat", "op", "te", "niet", "met", "voor", "zijn")
+# FineWeb-2's Dutch stop words (`nld_Latn`): a real Dutch text has several in any 50 words.
+DUTCH_STOP_WORDS = ("de", "van", "in", "het", "een", "en", "is", "op", "voor", "met", "door", "zijn", "werd", "hij", "uit")
 
 _WORD = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^\s])")
@@ -45,9 +45,10 @@ def quality_filters(cfg: QualityStep, exclusion_writer_for) -> list:
             max_symbol_word_ratio=cfg.max_symbol_word_ratio, max_bullet_lines_ratio=cfg.max_bullet_lines_ratio,
             max_ellipsis_lines_ratio=cfg.max_ellipsis_lines_ratio,
             max_non_alpha_words_ratio=cfg.max_non_alpha_words_ratio, min_stop_words=cfg.min_stop_words,
-            stop_words=list(DUTCH_STOP_WORDS), language=tok, exclusion_writer=exclusion_writer_for("quality"),
+            stop_words=cfg.stop_words, language=tok, exclusion_writer=exclusion_writer_for("quality"),
         ),
-        GopherRepetitionFilter(dup_line_frac=cfg.max_duplicate_line_fraction, language=tok,
+        GopherRepetitionFilter(dup_line_frac=cfg.max_duplicate_line_fraction, top_n_grams=tuple(cfg.top_n_grams),
+                               dup_n_grams=tuple(cfg.dup_n_grams), language=tok,
                                exclusion_writer=exclusion_writer_for("repetition")),
         C4QualityFilter(filter_no_terminal_punct=False, min_words_per_line=-1,
                         min_num_sentences=cfg.min_sentences, language=tok, exclusion_writer=exclusion_writer_for("c4")),
