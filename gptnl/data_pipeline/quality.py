@@ -14,7 +14,7 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 from gptnl.config import QualityStep
 
 # FineWeb-2's Dutch stop words (`nld_Latn`): a real Dutch text has several in any 50 words.
-DUTCH_STOP_WORDS = ("de", "van", "in", "het", "een", "en", "is", "op", "voor", "met", "door", "zijn", "werd", "hij", "uit")
+DUTCH_STOP_WORDS = tuple(QualityStep().stop_words)
 
 _WORD = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^\s])")
