@@ -41,6 +41,14 @@ def _done(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
+def _reuse_or_make(console: Console, path: Path, make) -> None:
+    """A stage's output is reused when its manifest (written last) exists, else made."""
+    if _done(path):
+        console.print(f"reusing {path}")
+    else:
+        make()
+
+
 def generate(model_dir: Path, prompts: tuple[str, ...] = PROMPTS, max_new_tokens: int = 40, seed: int = 0) -> list[str]:
     """Continuations by `transformers` from the exported folder: proof the export stands on its own."""
     import torch
@@ -93,10 +101,7 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
 
     t = _stage(console, 1, "corpus: licence gate, opt-outs, language ID, PII, quality, dedup → ledger")
     corpus = out / "corpus"
-    if _done(corpus):
-        console.print(f"reusing {corpus}")
-    else:
-        build_corpus(RECIPE, load_recipe(RECIPE), corpus)
+    _reuse_or_make(console, corpus, lambda: build_corpus(RECIPE, load_recipe(RECIPE), corpus))
     stats = json.loads((corpus / "stats.json").read_text())
     console.print(f"{stats['inputs']} documents read, {stats['kept']} kept, {stats['refused']} refused "
                   f"({', '.join(f'{step} {sum(r.values())}' for step, r in stats['refused_by_step'].items())}); "
@@ -104,11 +109,8 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
 
     t = _stage(console, 2, "tokenizer: byte-level BPE on the corpus")
     tok_dir = out / "tokenizer"
-    if _done(tok_dir):
-        console.print(f"reusing {tok_dir}")
-    else:
-        texts = (d.text for d in corpus_mod.iter_documents(corpus))
-        tokenizer_mod.train(texts, 4000, tok_dir, source={"corpus": str(corpus)})
+    _reuse_or_make(console, tok_dir, lambda: tokenizer_mod.train(
+        (d.text for d in corpus_mod.iter_documents(corpus)), 4000, tok_dir, source={"corpus": str(corpus)}))
     tok = tokenizer_mod.load(tok_dir)
     heldout = SAMPLE / "heldout" / "nl-heldout.txt"
     fert = tokenizer_mod.fertility(tok, heldout.read_text(encoding="utf-8"))
@@ -117,10 +119,7 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
 
     t = _stage(console, 3, "pack: documents → 256-token sequences, train/validation by id hash")
     shards = out / "shards"
-    if _done(shards):
-        console.print(f"reusing {shards}")
-    else:
-        pack(corpus, tok_dir, 256, shards, val_fraction=0.1)
+    _reuse_or_make(console, shards, lambda: pack(corpus, tok_dir, 256, shards, val_fraction=0.1))
     splits = read_manifest(shards)["produced"]["splits"]
     console.print(", ".join(f"{s}: {v['documents']} docs, {v['tokens']:,} tokens" for s, v in splits.items())
                   + f" ({time.perf_counter() - t:.1f}s)")

@@ -36,6 +36,16 @@ def kept_docs(corpus):
     return docs
 
 
+def recipe_for(base, sources: list[dict], extra: str = ""):
+    """A recipe in `base` over `sources` (name and path at least) with the project's licence policy."""
+    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", base / "licences.yaml")
+    common = {"licence": "CC0-1.0", "publisher": "p", "url": "u", "retrieved": "x"}
+    (base / "sources.yaml").write_text(yaml.safe_dump({"sources": [{**common, **src} for src in sources]}))
+    recipe = base / "r.yaml"
+    recipe.write_text("sources: sources.yaml\nlicences: licences.yaml\n" + extra)
+    return recipe
+
+
 def test_every_input_line_is_in_the_ledger_exactly_once(corpus):
     rows = read_ledger(corpus)
     lines = sum(1 for p in SAMPLE.glob("*.jsonl") for _ in p.open()) + \
@@ -143,12 +153,8 @@ def test_rerun_is_identical_and_skips_finished_tasks(tmp_path, corpus):
 
 def test_blocklist_refuses_ids_and_domains(tmp_path):
     (tmp_path / "blocklist.txt").write_text("gptnl-sample-faq-0001\ndomain:gptnl.example  # the whole site\n")
-    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", tmp_path / "licences.yaml")
-    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
-        "name": "s", "path": str(SAMPLE / "gemeente-en-faq.jsonl"), "licence": "CC0-1.0", "publisher": "p",
-        "url": "u", "retrieved": "2026-01-01"}]}))
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("sources: sources.yaml\nlicences: licences.yaml\nblocklist: blocklist.txt\n")
+    recipe = recipe_for(tmp_path, [{"name": "s", "path": str(SAMPLE / "gemeente-en-faq.jsonl")}],
+                        "blocklist: blocklist.txt\n")
     build(recipe, load_recipe(recipe), tmp_path / "out")
     rows = read_ledger(tmp_path / "out")
     assert len(rows) == 70 and all(r["step"] == "opt-out" for r in rows)
@@ -173,11 +179,8 @@ line_strategy = st.one_of(
 def test_ledger_invariant_under_random_malformed_input(tmp_path_factory, lines):
     base = tmp_path_factory.mktemp("random")
     (base / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", base / "licences.yaml")
-    (base / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
-        "name": "r", "path": "in.jsonl", "licence": "CC0-1.0", "publisher": "p", "url": "u", "retrieved": "x"}]}))
-    (base / "r.yaml").write_text("sources: sources.yaml\nlicences: licences.yaml\n")
-    stats = build(base / "r.yaml", load_recipe(base / "r.yaml"), base / "out")
+    recipe = recipe_for(base, [{"name": "r", "path": "in.jsonl"}])
+    stats = build(recipe, load_recipe(recipe), base / "out")
     expected = sum(1 for line in lines if line.strip())
     assert stats["inputs"] == expected == stats["kept"] + stats["refused"] == len(read_ledger(base / "out"))
 
@@ -201,11 +204,7 @@ def test_kill_9_mid_run_then_rerun_gives_identical_output(tmp_path):
             for i in range(800):
                 text = texts[(i * 7 + part) % len(texts)] + f"\n\nVolgnummer {part}-{i} van deze reeks."
                 fh.write(json.dumps({"id": f"p{part}-{i}", "text": text}, ensure_ascii=False) + "\n")
-    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", tmp_path / "licences.yaml")
-    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
-        "name": "s", "path": "in/*.jsonl", "licence": "CC0-1.0", "publisher": "p", "url": "u", "retrieved": "x"}]}))
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("sources: sources.yaml\nlicences: licences.yaml\ntasks: 4\n")
+    recipe = recipe_for(tmp_path, [{"name": "s", "path": "in/*.jsonl"}], "tasks: 4\n")
 
     build(recipe, load_recipe(recipe), tmp_path / "whole")
 
@@ -239,11 +238,7 @@ def test_documents_sharing_a_13_gram_with_an_eval_item_are_refused(tmp_path):
     item = {"question": "Vraag: " + " ".join(words[20:34]) + "?", "choices": ["a", "b"], "answer": 0}
     (task / "items.jsonl").write_text(json.dumps(item, ensure_ascii=False) + "\n")
     (tmp_path / "in.jsonl").write_text((SAMPLE / "gemeente-en-faq.jsonl").read_text(encoding="utf-8"))
-    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", tmp_path / "licences.yaml")
-    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
-        "name": "s", "path": "in.jsonl", "licence": "CC0-1.0", "publisher": "p", "url": "u", "retrieved": "x"}]}))
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("sources: sources.yaml\nlicences: licences.yaml\ndecontamination: {tasks: tasks}\n")
+    recipe = recipe_for(tmp_path, [{"name": "s", "path": "in.jsonl"}], "decontamination: {tasks: tasks}\n")
     build(recipe, load_recipe(recipe), tmp_path / "out")
     rows = {r["id"]: r for r in read_ledger(tmp_path / "out")}
     assert rows[doc["id"]]["step"] == "decontamination"
@@ -253,13 +248,9 @@ def test_documents_sharing_a_13_gram_with_an_eval_item_are_refused(tmp_path):
 
 def own_recipe(tmp_path):
     """The sample sources with a blocklist of the test's own (takedown appends to it)."""
-    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", tmp_path / "licences.yaml")
     (tmp_path / "blocklist.txt").write_text("# test blocklist\n")
-    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
-        "name": "gptnl-sample", "path": str(SAMPLE / "*.jsonl"), "licence": "CC0-1.0", "publisher": "gptnl team",
-        "url": "https://gptnl.example/sample", "retrieved": "2026-11-28"}]}))
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("sources: sources.yaml\nlicences: licences.yaml\nblocklist: blocklist.txt\n")
+    recipe = recipe_for(tmp_path, [{"name": "gptnl-sample", "path": str(SAMPLE / "*.jsonl")}],
+                        "blocklist: blocklist.txt\n")
     return recipe
 
 
@@ -351,15 +342,9 @@ def test_reads_parquet_text_folders_and_warc(tmp_path):
         http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
         writer.write_record(writer.create_warc_record("https://gemeente.example/", "response",
                                                       payload=BytesIO(b"<html>hoi</html>"), http_headers=http))
-    shutil.copy(ROOT / "data_pipeline" / "licences.yaml", tmp_path / "licences.yaml")
-    common = {"licence": "CC0-1.0", "publisher": "p", "url": "u", "retrieved": "x"}
-    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": [
-        {"name": "pq", "path": "*.parquet", "format": "parquet", **common},
-        {"name": "txt", "path": "txt/*.txt", "format": "txt", **common},
-        {"name": "warc", "path": "*.warc.gz", "format": "warc", **common},
-    ]}))
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("sources: sources.yaml\nlicences: licences.yaml\n")
+    recipe = recipe_for(tmp_path, [{"name": "pq", "path": "*.parquet", "format": "parquet"},
+                                   {"name": "txt", "path": "txt/*.txt", "format": "txt"},
+                                   {"name": "warc", "path": "*.warc.gz", "format": "warc"}])
     stats = build(recipe, load_recipe(recipe), tmp_path / "out")
     rows = {(r["source"], r["location"]): r for r in read_ledger(tmp_path / "out")}
     assert stats["inputs"] == 7 and len(rows) == 7
