@@ -358,3 +358,13 @@ def test_reads_parquet_text_folders_and_warc(tmp_path):
     assert docs["p1"]["licence"] == "CC-BY-4.0" and docs["p2"]["licence"] == "CC0-1.0"
     warc_doc = next(d for d in docs.values() if d["source"] == "warc")
     assert warc_doc["url"] == "https://gemeente.example/nieuws/1"
+
+
+def test_rerun_with_another_recipe_is_refused(tmp_path):
+    from gptnl.errors import GptnlError
+
+    recipe = recipe_for(tmp_path, [{"name": "s", "path": str(SAMPLE / "gemeente-en-faq.jsonl")}])
+    build(recipe, load_recipe(recipe), tmp_path / "out")
+    recipe.write_text(recipe.read_text() + "language: {min_score: 0.9}\n")
+    with pytest.raises(GptnlError, match="holds a build of another recipe"):
+        build(recipe, load_recipe(recipe), tmp_path / "out")

@@ -134,6 +134,19 @@ def run_stages(recipe: RecipeConfig, out: Path, workers: int, executor: str = "l
         make_executor(executor, steps, n, workers, logs / name).run()
 
 
+def _same_recipe_or_refuse(out: Path, recipe: RecipeConfig) -> None:
+    """A rerun resumes only the run it belongs to: finished tasks are skipped, so a changed recipe
+    would silently mix old and new outputs."""
+    record = out / WORK / "recipe.json"
+    current = json.loads(recipe.model_dump_json())
+    if record.is_file():
+        if json.loads(record.read_text()) != current:
+            raise GptnlError(f"{out} holds a build of another recipe (or settings); use a new --out, "
+                             f"or delete {out} to rebuild")
+        return
+    atomic_write_json(record, current)
+
+
 def stat_totals(logging_dir: Path) -> dict[str, int]:
     """Sum datatrove's per-task stats into {stat name: total}."""
     totals: dict[str, int] = {}
@@ -153,6 +166,7 @@ def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int = 
     if executor not in EXECUTORS:
         raise GptnlError(f"--executor {executor!r}: allowed values are {', '.join(EXECUTORS)}")
     out = Path(out)
+    _same_recipe_or_refuse(out, recipe)
     sources = load_sources(recipe.sources)
     files = source_files(sources.sources, recipe.sources.parent)
     if not files:

@@ -25,16 +25,17 @@ from gptnl.fileio import atomic_write_bytes, atomic_write_json, read_manifest
 def _rewrite_documents(corpus: Path, entries: frozenset[str]) -> dict[tuple[str, str], str]:
     removed: dict[tuple[str, str], str] = {}
     for path in sorted((corpus / "documents").glob("*.jsonl.gz")):
-        kept_lines = []
+        kept_lines, dropped = [], 0
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             for line in fh:
                 doc = json.loads(line)
                 match = blocked(doc["id"], doc.get("url"), entries)
                 if match:
                     removed[(doc["source"], doc["metadata"]["location"])] = match
+                    dropped += 1
                 else:
                     kept_lines.append(line)
-        if len(kept_lines) != sum(1 for _ in gzip.open(path, "rt", encoding="utf-8")):
+        if dropped:
             atomic_write_bytes(path, gzip.compress("".join(kept_lines).encode("utf-8"), mtime=0))
     return removed
 
