@@ -159,29 +159,6 @@ def stat_totals(logging_dir: Path) -> dict[str, int]:
     return totals
 
 
-def corpus_stats(rows: list[dict], counts: dict, totals: dict[str, int], recipe: RecipeConfig) -> dict:
-    """`stats.json`: counts per source, refusals per step and reason, PII per kind, opt-outs."""
-    refused: dict[str, dict[str, int]] = {}
-    for r in rows:
-        if r["outcome"] == "refused":
-            by_step = refused.setdefault(r["step"], {})
-            cat = ledger_mod.reason_category(r["reason"])
-            by_step[cat] = by_step.get(cat, 0) + 1
-    return {
-        "sources": counts,
-        "inputs": sum(c["inputs"] for c in counts.values()),
-        "kept": sum(c.get("kept", 0) for c in counts.values()),
-        "refused": sum(c.get("refused", 0) for c in counts.values()),
-        "refused_by_step": refused,
-        "pii": {k.removeprefix("pii/"): int(v) for k, v in sorted(totals.items()) if k.startswith("pii/")},
-        "pii_mode": recipe.pii.mode,
-        "opt_outs": {
-            "tdm": sum(1 for r in rows if r["step"] == "opt-out" and "data mining" in r["reason"]),
-            "blocklist": sum(1 for r in rows if r["step"] == "opt-out" and "blocklist" in r["reason"]),
-        },
-    }
-
-
 def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int = 1, executor: str = "local",
           ray_address: str | None = None) -> dict:
     """Run the recipe into `out`; returns stats. `executor="ray"` connects to `ray_address`
@@ -211,7 +188,7 @@ def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int = 
     totals = stat_totals(out / WORK / "logs" / "filter")
     inputs = {s.name: int(totals.get(f"input/{s.name}", 0)) for s in sources.sources}
     counts = ledger_mod.assemble(out / WORK / "ledger", inputs, out)
-    stats = corpus_stats(ledger_mod.read_ledger(out), counts, totals, recipe)
+    stats = ledger_mod.corpus_stats(ledger_mod.read_ledger(out), counts, totals, recipe.pii.mode)
     atomic_write_json(out / "stats.json", stats)
     write_card(out, recipe, sources, stats)
     write_manifest(

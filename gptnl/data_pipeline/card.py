@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import time
 from pathlib import Path
@@ -35,12 +34,7 @@ def rewrite_card(corpus: Path) -> Path:
 def write_card(out: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dict) -> Path:
     out = Path(out)
     policy = load_licence_policy(recipe.licences)
-    licences: dict[str, int] = {}
-    for path in sorted((out / "documents").glob("*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                lic = json.loads(line)["licence"]
-                licences[lic] = licences.get(lic, 0) + 1
+    licences: dict[str, int] = stats["licences"]
     obligations = [f"{lic} ({n} documents): "
                    + ", ".join(w for w, on in (("attribution", policy.allow[lic].attribution),
                                                 ("share-alike", policy.allow[lic].share_alike)) if on)

@@ -33,6 +33,7 @@ class LedgerRow:
             "source": doc.metadata["source"],
             "location": doc.metadata["location"],
             "outcome": self.outcome,
+            "licence": doc.metadata.get("licence"),
             "step": self.step if self.outcome == "refused" else "",
             "reason": (doc.metadata.get("refusal") or doc.metadata.get("filter_reason") or self.default_reason)
             if self.outcome == "refused" else "",
@@ -65,20 +66,30 @@ def assemble(parts_dir: Path, inputs: dict[str, int], out: Path) -> dict:
     twice = [k for k, n in seen.items() if n > 1]
     if twice:
         raise GptnlError(f"ledger check failed: {len(twice)} input(s) recorded twice, e.g. {twice[0]}")
+    counts = source_counts(rows, inputs)
+    for source, c in counts.items():
+        if c["kept"] + c["refused"] != c["inputs"]:
+            raise GptnlError(
+                f"ledger check failed for source {source}: {c['inputs']} documents read, "
+                f"{c['kept']} kept + {c['refused']} refused = {c['kept'] + c['refused']}"
+            )
+    write_ledger(out, rows)
+    return counts
+
+
+def source_counts(rows: list[dict], inputs: dict[str, int]) -> dict[str, dict[str, int]]:
+    """{source: {inputs, kept, refused}} from ledger rows and the reader's input counts."""
     per_source: dict[str, Counter] = defaultdict(Counter)
     for r in rows:
         per_source[r["source"]][r["outcome"]] += 1
-    for source in sorted(set(inputs) | set(per_source)):
-        got = per_source[source]["kept"] + per_source[source]["refused"]
-        if got != inputs.get(source, 0):
-            raise GptnlError(
-                f"ledger check failed for source {source}: {inputs.get(source, 0)} documents read, "
-                f"{per_source[source]['kept']} kept + {per_source[source]['refused']} refused = {got}"
-            )
-    rows.sort(key=_location_key)
+    return {s: {"inputs": inputs.get(s, 0), "kept": per_source[s]["kept"], "refused": per_source[s]["refused"]}
+            for s in sorted(set(inputs) | set(per_source))}
+
+
+def write_ledger(corpus: Path, rows: list[dict]) -> None:
+    rows = sorted(rows, key=_location_key)
     payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    atomic_write_bytes(Path(out) / LEDGER, gzip.compress(payload, mtime=0))
-    return {s: {"inputs": inputs.get(s, 0), **dict(c)} for s, c in sorted(per_source.items())}
+    atomic_write_bytes(Path(corpus) / LEDGER, gzip.compress(payload, mtime=0))
 
 
 def read_ledger(corpus: Path) -> list[dict]:
@@ -89,3 +100,28 @@ def read_ledger(corpus: Path) -> list[dict]:
 def reason_category(reason: str) -> str:
     """'non-commercial licence (CC-BY-NC-4.0)' → 'non-commercial licence'; for tables of refusals."""
     return re.sub(r"\s*\(.*$", "", reason).strip() or "unspecified"
+
+
+def corpus_stats(rows: list[dict], counts: dict, totals: dict[str, int], pii_mode: str) -> dict:
+    """`stats.json`: counts per source, refusals per step and reason, PII per kind, opt-outs."""
+    refused: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r["outcome"] == "refused":
+            by_step = refused.setdefault(r["step"], {})
+            cat = reason_category(r["reason"])
+            by_step[cat] = by_step.get(cat, 0) + 1
+    licences = Counter(r["licence"] for r in rows if r["outcome"] == "kept")
+    return {
+        "sources": counts,
+        "licences": dict(sorted(licences.items())),
+        "inputs": sum(c["inputs"] for c in counts.values()),
+        "kept": sum(c.get("kept", 0) for c in counts.values()),
+        "refused": sum(c.get("refused", 0) for c in counts.values()),
+        "refused_by_step": refused,
+        "pii": {k.removeprefix("pii/"): int(v) for k, v in sorted(totals.items()) if k.startswith("pii/")},
+        "pii_mode": pii_mode,
+        "opt_outs": {
+            "tdm": sum(1 for r in rows if r["step"] == "opt-out" and "data mining" in r["reason"]),
+            "blocklist": sum(1 for r in rows if r["step"] == "opt-out" and "blocklist" in r["reason"]),
+        },
+    }

@@ -71,24 +71,16 @@ def takedown(corpus: Path, entries_file: Path, *, rebuild: bool = False) -> dict
         match = removed.get((row["source"], row["location"]))
         if match and row["outcome"] == "kept":
             row.update(outcome="refused", step="takedown", reason=f"takedown ({match})")
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    atomic_write_bytes(corpus / ledger_mod.LEDGER, gzip.compress(payload, mtime=0))
+    ledger_mod.write_ledger(corpus, rows)
 
-    stats = json.loads((corpus / "stats.json").read_text())
-    for source, counts in stats["sources"].items():
-        n = sum(1 for (s, _loc) in removed if s == source)
-        counts["kept"] = counts.get("kept", 0) - n
-        counts["refused"] = counts.get("refused", 0) + n
-    stats["kept"] -= len(removed)
-    stats["refused"] += len(removed)
-    if removed:
-        step = stats["refused_by_step"].setdefault("takedown", {})
-        step["takedown"] = step.get("takedown", 0) + len(removed)
-    stats.setdefault("takedowns", []).append(
-        {"date": time.strftime("%Y-%m-%d", time.gmtime()), "entries": sorted(entries), "removed": len(removed)})
+    old = json.loads((corpus / "stats.json").read_text())
+    recipe = RecipeConfig.model_validate(manifest["config"])
+    counts = ledger_mod.source_counts(rows, {s: c["inputs"] for s, c in old["sources"].items()})
+    stats = {**ledger_mod.corpus_stats(rows, counts, {}, recipe.pii.mode), "pii": old["pii"],
+             "takedowns": [*old.get("takedowns", []), {"date": time.strftime("%Y-%m-%d", time.gmtime()),
+                                                      "entries": sorted(entries), "removed": len(removed)}]}
     atomic_write_json(corpus / "stats.json", stats)
 
-    recipe = RecipeConfig.model_validate(manifest["config"])
     if recipe.blocklist is not None:
         known = read_blocklist(recipe.blocklist)
         new = sorted(entries - known)
