@@ -87,15 +87,25 @@ def tokenizer_report(
 def data_build(
     recipe: Path = typer.Argument(..., help="Recipe YAML (data_pipeline/recipes/*.yaml)."),
     out: Path = typer.Option(..., "--out", help="Corpus dir to write."),
-    workers: int = typer.Option(1, "--workers", help="Tasks run at once (at most the recipe's tasks)."),
-    executor: str = typer.Option("local", "--executor", help="local, or ray (a local Ray, or --address)."),
+    workers: int = typer.Option(None, "--workers", min=1, help=(
+        "Tasks run at once (at most the recipe's tasks). Local and Ray: default 1; Slurm: default no limit.")),
+    executor: str = typer.Option("local", "--executor", help=(
+        "local; ray (a local Ray, or --address); slurm (array jobs on --cluster).")),
     address: str = typer.Option(None, "--address", help="Ray cluster address for --executor ray."),
+    cluster: Path = typer.Option(None, "--cluster", help="Slurm cluster profile (slurm/clusters/*.yaml)."),
 ) -> None:
     """Run the corpus pipeline: every input document is kept or refused with a reason in the ledger."""
     from gptnl.config import load_recipe
     from gptnl.data_pipeline.build import build
 
-    stats = build(recipe, load_recipe(recipe), out, workers=workers, executor=executor, ray_address=address)
+    stats = build(recipe, load_recipe(recipe), out, workers=workers, executor=executor, ray_address=address,
+                  cluster=cluster)
+    if "finalise" in stats:
+        for stage, job in stats["jobs"].items():
+            console.print(f"{stage}: " + ("already complete" if job == -1 else f"job {job}"))
+        console.print(f"submitted: job {stats['finalise']} finishes the corpus in {out} when every stage is done; "
+                      f"logs under {stats['logs']}")
+        return
     table = Table(title=f"ledger of {out}")
     for col in ("source", "read", "kept", "refused"):
         table.add_column(col)

@@ -97,3 +97,37 @@ def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: flo
                 return max(steps)
         time.sleep(0.01)
     raise AssertionError(f"step {step} not reached in {timeout}s")
+
+
+SLURM_SCRIPT = ROOT / "scripts" / "slurm-local.sh"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real single-node Slurm, started by the project's own script and stopped afterwards if this
+    session started it. Needs root, as the script does (CI runs as root)."""
+    was_up = "slurmctld running" in subprocess.run(["bash", str(SLURM_SCRIPT), "status"], capture_output=True,
+                                                   text=True).stdout
+    res = subprocess.run(["bash", str(SLURM_SCRIPT), "start"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"scripts/slurm-local.sh start failed:\n{res.stderr[-3000:]}"
+    yield ROOT / "slurm" / "clusters" / "local.yaml"
+    if not was_up:
+        subprocess.run(["bash", str(SLURM_SCRIPT), "stop"], capture_output=True, timeout=120)
+
+
+def slurm_job(job_id: str | int) -> dict[str, str]:
+    """`scontrol show job -o` as a dict (an array job's first task when it has several)."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True).stdout
+    line = out.splitlines()[0] if out.strip() else ""
+    return dict(field.split("=", 1) for field in line.split() if "=" in field)
+
+
+def wait_slurm_job(job_id: str | int, timeout: float = 300) -> dict[str, str]:
+    """Poll until the job has ended; returns its final fields."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = slurm_job(job_id)
+        if job.get("JobState") in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"Slurm job {job_id} did not end in {timeout}s: {slurm_job(job_id)}")

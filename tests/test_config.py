@@ -6,7 +6,7 @@ import sys
 import pytest
 from conftest import ROOT, TINY_MODEL
 
-from gptnl.config import load_model_config, load_train_config
+from gptnl.config import load_cluster, load_model_config, load_train_config, slurm_time_seconds
 from gptnl.errors import ConfigError
 
 
@@ -22,6 +22,8 @@ def test_shipped_configs_validate():
     for path in sorted((ROOT / "configs" / "train").glob("*.yaml")):
         cfg = load_train_config(path)
         assert cfg.model.dim > 0
+    for path in sorted((ROOT / "slurm" / "clusters").glob("*.yaml")):
+        assert load_cluster(path).partitions
 
 
 def test_bad_zero_stage_names_field_and_allowed_values(tmp_path):
@@ -82,3 +84,30 @@ def test_cli_debug_shows_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gptnl", "--debug", "train", str(p), "--run-dir", str(tmp_path / "r")],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+@pytest.mark.parametrize("value, seconds", [("30", 1800), ("30:15", 1815), ("04:00:00", 14400),
+                                            ("5-00:00:00", 432000), ("1-02", 93600), ("1-02:03", 93780)])
+def test_slurm_time_formats(value, seconds):
+    assert slurm_time_seconds(value) == seconds
+
+
+CLUSTER = """name: c
+partitions:
+  cpu: {cpus_per_node: 4, mem_gb_per_node: 8, max_time: "1-00:00:00"}
+data: {partition: %s, cpus_per_task: %d, mem_gb_per_cpu: %s, time: "%s"}
+"""
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("gpu", 1, 1, "01:00:00"), "data.partition 'gpu' is not among partitions (cpu)"),
+    (("cpu", 8, 1, "01:00:00"), "data.cpus_per_task 8 is more than a cpu node has (4)"),
+    (("cpu", 4, 4, "01:00:00"), "more memory than a cpu node has (8.0 GB)"),
+    (("cpu", 1, 1, "2-00:00:00"), "data.time 2-00:00:00 is above the cpu limit 1-00:00:00"),
+    (("cpu", 1, 1, "soon"), "'soon' is not a Slurm time"),
+])
+def test_cluster_profile_refuses_what_the_partition_cannot_give(tmp_path, args, needle):
+    p = write(tmp_path, CLUSTER % args, "cluster.yaml")
+    with pytest.raises(ConfigError) as exc:
+        load_cluster(p)
+    assert str(p) in str(exc.value) and needle in str(exc.value)

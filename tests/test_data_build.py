@@ -316,8 +316,39 @@ def test_ray_executor_writes_what_the_local_executor_writes(tmp_path, corpus):
 def test_unknown_executor_is_refused(tmp_path):
     from gptnl.errors import GptnlError
 
-    with pytest.raises(GptnlError, match="allowed values are local, ray"):
-        build(RECIPE, load_recipe(RECIPE), tmp_path / "x", executor="slurm")
+    with pytest.raises(GptnlError, match="allowed values are local, ray, slurm"):
+        build(RECIPE, load_recipe(RECIPE), tmp_path / "x", executor="dask")
+    with pytest.raises(GptnlError, match="--executor slurm needs --cluster"):
+        build(RECIPE, load_recipe(RECIPE), tmp_path / "y", executor="slurm")
+
+
+def test_slurm_array_jobs_survive_preemption_and_write_what_the_local_executor_writes(tmp_path, corpus,
+                                                                                      slurm_cluster):
+    """datatrove's Slurm executor on a real local Slurm: one array job per stage chained with afterok,
+    then the job that finishes the corpus. The filter task gets SIGUSR1 mid-run, as Slurm sends before a
+    time limit or a preemption; it requeues itself, runs again, and the corpus is still the local one."""
+    import subprocess
+    import time
+
+    from conftest import slurm_job, wait_slurm_job
+
+    out = tmp_path / "slurm"
+    sub = build(RECIPE, load_recipe(RECIPE), out, executor="slurm", cluster=slurm_cluster)
+    assert set(sub["jobs"]) == {"filter", "signatures", "buckets", "clusters", "near-dedup"}
+    task = f"{sub['jobs']['filter']}_0"
+    log = out / ".pipeline" / "logs" / "filter" / "slurm_logs" / f"{task}.out"
+    deadline = time.monotonic() + 180
+    while not (log.is_file() and "Launching pipeline for rank=0" in log.read_text()):
+        assert time.monotonic() < deadline, f"filter task never started: {slurm_job(task)}"
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR1", task], check=True)
+    final = wait_slurm_job(sub["finalise"], timeout=600)
+    assert final["JobState"] == "COMPLETED", (final, log.read_text()[-2000:])
+    assert slurm_job(task)["Restarts"] == "1"
+    assert "Requeueing" in log.read_text()  # --open-mode=append kept the first run's lines
+    assert (out / "ledger.jsonl.gz").read_bytes() == (corpus / "ledger.jsonl.gz").read_bytes()
+    assert kept_docs(out) == kept_docs(corpus)
+    assert json.loads((out / "stats.json").read_text()) == json.loads((corpus / "stats.json").read_text())
 
 
 def test_reads_parquet_text_folders_and_warc(tmp_path):
@@ -339,25 +370,42 @@ def test_reads_parquet_text_folders_and_warc(tmp_path):
         writer.write_record(writer.create_warc_record("https://gemeente.example/nieuws/1", "conversion",
                                                       payload=BytesIO(texts[3].encode()),
                                                       warc_content_type="text/plain"))
-        http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
-        writer.write_record(writer.create_warc_record("https://gemeente.example/", "response",
-                                                      payload=BytesIO(b"<html>hoi</html>"), http_headers=http))
+        article = "".join(f"<p>{p}</p>" for p in texts[4].split("\n\n"))
+        page = (f"<html><head><meta charset='iso-8859-1'><title>Nieuws</title></head><body>"
+                f"<nav><a href='/'>Home</a> | <a href='/contact'>Contact</a> | <a href='/afval'>Afval</a></nav>"
+                f"<article><h1>Nieuws uit de gemeente</h1>{article}</article>"
+                f"<footer>Cookies | Privacyverklaring | Toegankelijkheid</footer></body></html>")
+        for uri, ctype, body in [
+                ("https://gemeente.example/", "text/html; charset=iso-8859-1", page.encode("latin-1")),
+                ("https://gemeente.example/login", "text/html",
+                 b"<html><body><div class='login'><form><input name='u'><input type='password'></form>"
+                 b"</div></body></html>"),
+                ("https://gemeente.example/logo.png", "image/png", b"\x89PNG\r\n")]:
+            http = StatusAndHeaders("200 OK", [("Content-Type", ctype)], protocol="HTTP/1.1")
+            writer.write_record(writer.create_warc_record(uri, "response", payload=BytesIO(body), http_headers=http))
     recipe = recipe_for(tmp_path, [{"name": "pq", "path": "*.parquet", "format": "parquet"},
                                    {"name": "txt", "path": "txt/*.txt", "format": "txt"},
                                    {"name": "warc", "path": "*.warc.gz", "format": "warc"}])
     stats = build(recipe, load_recipe(recipe), tmp_path / "out")
     rows = {(r["source"], r["location"]): r for r in read_ledger(tmp_path / "out")}
-    assert stats["inputs"] == 7 and len(rows) == 7
+    assert stats["inputs"] == 9 and len(rows) == 9
     assert rows[("pq", "rows.parquet:1")]["outcome"] == "kept" and rows[("pq", "rows.parquet:2")]["outcome"] == "kept"
     assert "'text' must be a string, got NoneType" in rows[("pq", "rows.parquet:3")]["reason"]
     assert rows[("txt", "txt/a.txt:1")]["outcome"] == "kept" and rows[("txt", "txt/a.txt:1")]["id"] == "txt/a.txt"
     assert "invalid UTF-8" in rows[("txt", "txt/b.txt:1")]["reason"]
     assert rows[("warc", "crawl.warc.gz:1")]["outcome"] == "kept"
-    assert "text/html content" in rows[("warc", "crawl.warc.gz:2")]["reason"]
+    assert rows[("warc", "crawl.warc.gz:2")]["outcome"] == "kept"
+    assert rows[("warc", "crawl.warc.gz:3")]["step"] == "html"
+    assert "no main text" in rows[("warc", "crawl.warc.gz:3")]["reason"]
+    assert "image/png content" in rows[("warc", "crawl.warc.gz:4")]["reason"]
     docs = {d["id"]: d for d in kept_docs(tmp_path / "out")}
     assert docs["p1"]["licence"] == "CC-BY-4.0" and docs["p2"]["licence"] == "CC0-1.0"
-    warc_doc = next(d for d in docs.values() if d["source"] == "warc")
-    assert warc_doc["url"] == "https://gemeente.example/nieuws/1"
+    warc_docs = {d["url"]: d for d in docs.values() if d["source"] == "warc"}
+    assert set(warc_docs) == {"https://gemeente.example/nieuws/1", "https://gemeente.example/"}
+    page_text = warc_docs["https://gemeente.example/"]["text"]
+    first_paragraph = texts[4].split("\n\n")[1]
+    assert first_paragraph[:80] in page_text  # the article, decoded from Latin-1
+    assert "Privacyverklaring" not in page_text and "Contact" not in page_text  # not the menu or footer
 
 
 def test_rerun_with_another_recipe_is_refused(tmp_path):

@@ -22,12 +22,13 @@ from datatrove.pipeline.dedup.minhash import (
 from datatrove.pipeline.readers.jsonl import JsonlReader
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
-from gptnl.config import RecipeConfig, load_licence_policy, load_sources
+from gptnl.config import RecipeConfig, load_cluster, load_licence_policy, load_sources
 from gptnl.data_pipeline import ledger as ledger_mod
 from gptnl.data_pipeline.boilerplate import DutchBoilerplateFilter
 from gptnl.data_pipeline.card import write_card
 from gptnl.data_pipeline.decontaminate import Decontaminator
 from gptnl.data_pipeline.dedup import ExactDedupFilter
+from gptnl.data_pipeline.extract import HtmlExtractor
 from gptnl.data_pipeline.gates import LicenceFilter, MalformedGate, OptOutFilter, read_blocklist
 from gptnl.data_pipeline.langid import DutchLanguageFilter
 from gptnl.data_pipeline.normalise import Normaliser
@@ -62,6 +63,7 @@ def filter_stage(recipe: RecipeConfig, out: Path) -> list:
         MalformedGate(exclusion_writer=ledger_writer(out, "malformed")),
         LicenceFilter(load_licence_policy(recipe.licences), exclusion_writer=ledger_writer(out, "licence")),
         OptOutFilter(read_blocklist(recipe.blocklist), exclusion_writer=ledger_writer(out, "opt-out")),
+        HtmlExtractor(exclusion_writer=ledger_writer(out, "html")),
         Normaliser(),
         DutchLanguageFilter(recipe.language.keep, recipe.language.min_score,
                             exclusion_writer=ledger_writer(out, "language")),
@@ -89,7 +91,44 @@ def final_writers(out: Path) -> list:
             ledger_writer(out, "", outcome="kept")]
 
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "slurm")
+
+
+class FilteredReader(JsonlReader):
+    """The filter stage's survivors. No survivors is a valid (empty) corpus, not datatrove's
+    'No files found' error: on Slurm the later stages are submitted before anyone knows."""
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        if not self.data_folder.list_files(glob_pattern=self.glob_pattern):
+            return
+        yield from super().run(data, rank, world_size)
+
+
+def stages(recipe: RecipeConfig, out: Path) -> list[tuple[list, int, str]]:
+    """(steps, tasks, name) in order: the filter stage, then a plain copy or MinHash's four stages.
+    Each stage has its own logging dir, so each is resumable on its own."""
+    filtered = str(out / WORK / "filtered")
+
+    def reader() -> JsonlReader:
+        return FilteredReader(filtered, glob_pattern="*.jsonl.gz")
+
+    first = (filter_stage(recipe, out), recipe.tasks, "filter")
+    nd = recipe.near_dedup
+    if not nd.enabled:
+        return [first, ([reader(), *final_writers(out)], recipe.tasks, "write")]
+    config = MinhashConfig(n_grams=nd.n_grams, num_buckets=nd.num_buckets, hashes_per_bucket=nd.hashes_per_bucket,
+                           seed=nd.seed)
+    mh = out / WORK / "minhash"
+    return [
+        first,
+        ([reader(), MinhashDedupSignature(str(mh / "signatures"), config=config, language=RegexWordTokenizer())],
+         recipe.tasks, "signatures"),
+        ([MinhashDedupBuckets(str(mh / "signatures"), str(mh / "buckets"), config=config)], nd.num_buckets, "buckets"),
+        ([MinhashDedupCluster(str(mh / "buckets"), str(mh / "remove"), config=config)], 1, "clusters"),
+        ([reader(), MinhashDedupFilter(str(mh / "remove"), exclusion_writer=ledger_writer(
+            out, "near-dedup", default_reason=f"near-duplicate (MinHash, {nd.n_grams}-gram shingles)")),
+          *final_writers(out)], recipe.tasks, "near-dedup"),
+    ]
 
 
 def make_executor(kind: str, steps: list, tasks: int, workers: int, logging_dir: Path):
@@ -103,35 +142,12 @@ def make_executor(kind: str, steps: list, tasks: int, workers: int, logging_dir:
 
 
 def run_stages(recipe: RecipeConfig, out: Path, workers: int, executor: str = "local") -> None:
-    """The filter stage, then either a plain copy or MinHash's four stages, each resumable on its own."""
-    logs, filtered = out / WORK / "logs", str(out / WORK / "filtered")
-    tasks = recipe.tasks
-    make_executor(executor, filter_stage(recipe, out), tasks, workers, logs / "filter").run()
-    if not list((out / WORK / "filtered").glob("*.jsonl.gz")):
-        (out / "documents").mkdir(parents=True, exist_ok=True)  # nothing survived the filters
-        return
-
-    def reader() -> JsonlReader:
-        return JsonlReader(filtered, glob_pattern="*.jsonl.gz")
-
-    nd = recipe.near_dedup
-    if not nd.enabled:
-        make_executor(executor, [reader(), *final_writers(out)], tasks, workers, logs / "write").run()
-        return
-    config = MinhashConfig(n_grams=nd.n_grams, num_buckets=nd.num_buckets, hashes_per_bucket=nd.hashes_per_bucket,
-                           seed=nd.seed)
-    mh = out / WORK / "minhash"
-    stages = [
-        ([reader(), MinhashDedupSignature(str(mh / "signatures"), config=config, language=RegexWordTokenizer())],
-         tasks, "signatures"),
-        ([MinhashDedupBuckets(str(mh / "signatures"), str(mh / "buckets"), config=config)], nd.num_buckets, "buckets"),
-        ([MinhashDedupCluster(str(mh / "buckets"), str(mh / "remove"), config=config)], 1, "clusters"),
-        ([reader(), MinhashDedupFilter(str(mh / "remove"), exclusion_writer=ledger_writer(
-            out, "near-dedup", default_reason=f"near-duplicate (MinHash, {nd.n_grams}-gram shingles)")),
-          *final_writers(out)], tasks, "near-dedup"),
-    ]
-    for steps, n, name in stages:
+    logs = out / WORK / "logs"
+    for i, (steps, n, name) in enumerate(stages(recipe, out)):
         make_executor(executor, steps, n, workers, logs / name).run()
+        if i == 0 and not list((out / WORK / "filtered").glob("*.jsonl.gz")):
+            (out / "documents").mkdir(parents=True, exist_ok=True)  # nothing survived the filters
+            return
 
 
 def _same_recipe_or_refuse(out: Path, recipe: RecipeConfig) -> None:
@@ -159,18 +175,26 @@ def stat_totals(logging_dir: Path) -> dict[str, int]:
     return totals
 
 
-def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int = 1, executor: str = "local",
-          ray_address: str | None = None) -> dict:
+def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int | None = None,
+          executor: str = "local", ray_address: str | None = None, cluster: Path | None = None) -> dict:
     """Run the recipe into `out`; returns stats. `executor="ray"` connects to `ray_address`
-    (or starts a local Ray) and stops what it started."""
+    (or starts a local Ray) and stops what it started. `executor="slurm"` submits array jobs and a
+    final job that finishes the corpus, and returns their job ids at once."""
     if executor not in EXECUTORS:
         raise GptnlError(f"--executor {executor!r}: allowed values are {', '.join(EXECUTORS)}")
-    out = Path(out)
+    if executor == "slurm" and cluster is None:
+        raise GptnlError("--executor slurm needs --cluster (a profile under slurm/clusters/)")
+    out = Path(out).resolve()
     _same_recipe_or_refuse(out, recipe)
     sources = load_sources(recipe.sources)
     files = source_files(sources.sources, recipe.sources.parent)
     if not files:
         raise GptnlError(f"{recipe.sources}: no file matches any source's path and format")
+    if executor == "slurm":
+        from gptnl.data_pipeline.slurm import submit
+
+        return submit(recipe_path, recipe, out, load_cluster(cluster), workers)
+    workers = workers or 1
     if executor == "ray":
         import ray
 
@@ -185,6 +209,11 @@ def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int = 
                 ray.shutdown()
     else:
         run_stages(recipe, out, workers, executor)
+    return finalise(recipe_path, recipe, out, sources, files)
+
+
+def finalise(recipe_path: Path, recipe: RecipeConfig, out: Path, sources, files) -> dict:
+    """Ledger check, stats, card and manifest, from the finished stages' outputs."""
     totals = stat_totals(out / WORK / "logs" / "filter")
     inputs = {s.name: int(totals.get(f"input/{s.name}", 0)) for s in sources.sources}
     counts = ledger_mod.assemble(out / WORK / "ledger", inputs, out)

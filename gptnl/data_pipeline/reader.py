@@ -2,7 +2,7 @@
 
 Formats: JSONL (also gzipped), Parquet (one row a document), folders of .txt files (one file a
 document, its path the id), and WARC/WET archives (`warcio`; plain-text `conversion` records and
-`text/plain` responses; HTML responses are refused until an extractor is configured). A record
+`text/plain` responses as they are; HTML responses marked for `HtmlExtractor`; other types refused). A record
 that is not a usable document (bad JSON, not an object, no `text` or `id`, wrong types, invalid
 UTF-8, empty text) still becomes a Document, marked `malformed` with its file and position, so the
 first gate refuses it into the ledger instead of the run crashing or dropping it. Files are dealt
@@ -22,6 +22,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from gptnl.config import SourceConfig
+from gptnl.data_pipeline.extract import decode_html
 
 PASSED_FIELDS = ("url", "author", "created", "retrieved")
 SUFFIXES = {"jsonl": (".jsonl", ".jsonl.gz"), "parquet": (".parquet",), "txt": (".txt",),
@@ -129,19 +130,27 @@ def _warc_records(src: SourceConfig, path: Path, rel: str) -> Iterator[Document]
             ctype = (record.http_headers.get_header("Content-Type") if record.http_headers
                      else record.rec_headers.get_header("Content-Type")) or ""
             body = record.content_stream().read()
-            if record.rec_type != "conversion" and "text/plain" not in ctype:
-                yield _malformed(src, f"{rel}:{n}", f"{ctype or 'unknown'} content; only plain text is read")
+            html = record.rec_type != "conversion" and any(t in ctype for t in HTML_TYPES)
+            if record.rec_type != "conversion" and "text/plain" not in ctype and not html:
+                yield _malformed(src, f"{rel}:{n}", f"{ctype or 'unknown'} content; only plain text and HTML are read")
                 continue
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield _malformed(src, f"{rel}:{n}", f"invalid UTF-8 at byte {exc.start}")
-                continue
-            yield record_to_document(src, f"{rel}:{n}", {
+            if html:
+                text = decode_html(body)
+            else:
+                try:
+                    text = body.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield _malformed(src, f"{rel}:{n}", f"invalid UTF-8 at byte {exc.start}")
+                    continue
+            doc = record_to_document(src, f"{rel}:{n}", {
                 "id": rid.strip("<>"), "text": text, "url": url,
                 "created": record.rec_headers.get_header("WARC-Date")})
+            if html and "malformed" not in doc.metadata:
+                doc.metadata["html"] = True
+            yield doc
 
 
+HTML_TYPES = ("text/html", "application/xhtml+xml")
 READERS = {"jsonl": _jsonl_records, "parquet": _parquet_records, "txt": _txt_record, "warc": _warc_records}
 
 

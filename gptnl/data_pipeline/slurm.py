@@ -1,0 +1,72 @@
+"""The corpus pipeline as Slurm array jobs: datatrove's Slurm executor, one array job per stage,
+chained with `afterok`, then one job that finishes the corpus.
+
+The final job is `gptnl data build` itself on the local executor: every stage's completion markers
+are in place by then, so it skips them all and only checks the ledger and writes stats, card and
+manifest. A preempted task (SIGUSR1, sent 120 s before the time limit or by the scheduler) is
+requeued by datatrove's handler and skips nothing it had not finished: its outputs are per rank.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from gptnl.config import ClusterProfile, RecipeConfig
+from gptnl.data_pipeline.build import WORK, stages
+
+GRACE_S = 120
+
+
+def setup_command(cluster: ClusterProfile) -> str:
+    """The profile's set-up lines, or activation of the environment this gptnl runs from."""
+    if cluster.setup:
+        return "\n".join(cluster.setup)
+    return f"source {shlex.quote(str(Path(sys.prefix) / 'bin' / 'activate'))}"
+
+
+def sbatch_extras(cluster: ClusterProfile) -> dict[str, str]:
+    d = cluster.data
+    extra = {
+        "signal": f"USR1@{GRACE_S}",
+        "open-mode": "append",  # a requeued task adds to its log instead of truncating it
+        "kill-on-invalid-dep": "yes",  # a failed stage cancels the stages after it instead of leaving them pending
+        "mem-per-cpu": f"{max(1, round(d.mem_gb_per_cpu * 1024))}M",  # sbatch takes whole numbers only
+    }
+    for key in ("account", "reservation", "constraint"):
+        if (value := getattr(cluster, key)) is not None:
+            extra[key] = value
+    return extra
+
+
+def submit(recipe_path: Path, recipe: RecipeConfig, out: Path, cluster: ClusterProfile,
+           workers: int | None) -> dict:
+    """Submit every stage and the final job; returns {"jobs": {stage: job id}, "finalise": id, "logs": dir}."""
+    from datatrove.executor.slurm import SlurmPipelineExecutor, launch_slurm_job
+
+    d = cluster.data
+    logs = out / WORK / "logs"
+    previous = None
+    executors = []
+    for steps, tasks, name in stages(recipe, out):
+        previous = SlurmPipelineExecutor(
+            steps, tasks=tasks, time=d.time, partition=d.partition, cpus_per_task=d.cpus_per_task,
+            workers=workers if workers else -1, job_name=f"gptnl-data-{name}", qos=cluster.qos or "",
+            env_command=setup_command(cluster), sbatch_args=sbatch_extras(cluster),
+            max_array_size=d.max_array_size, depends=previous, logging_dir=str(logs / name),
+            slurm_logs_folder=str(logs / name / "slurm_logs"), requeue=True, mail_type="NONE")
+        executors.append((name, previous))
+    last = previous
+    last.run()  # launches its dependencies first, in order
+    jobs = {name: ex.job_id for name, ex in executors}
+
+    args = {k: v for k, v in last.get_sbatch_args().items() if k != "array"}
+    args.update({"job-name": "gptnl-data-finalise", "output": str(logs / "finalise-%j.out"),
+                 "error": str(logs / "finalise-%j.out")})
+    args.pop("signal", None)
+    command = " ".join(shlex.quote(a) for a in (
+        sys.executable, "-m", "gptnl", "data", "build", str(Path(recipe_path).resolve()), "--out", str(out)))
+    dependency = [f"--dependency=afterok:{last.job_id}"] if last.job_id not in (None, -1) else []
+    finalise = launch_slurm_job(last.get_launch_file_contents(args, command), last.job_id_retriever, *dependency)
+    return {"jobs": jobs, "finalise": finalise, "logs": str(logs)}
