@@ -24,14 +24,20 @@ ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 SPECIAL_TOKENS = (PAD, BOS, EOS, *ROLE_TOKENS)
 
 # Each turn: role marker, newline, content, <|end|>, newline. `add_generation_prompt` opens an
-# assistant turn; generation stops at <|end|> (listed as an eos id in generation_config.json).
+# assistant turn; generation stops at <|end|> (listed as an eos id in generation_config.json). The
+# `generation` block marks what the assistant says, so `return_assistant_tokens_mask` (TRL, and our
+# tests) find the tokens that carry the loss; it renders nothing itself.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
     "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
     "{{ raise_exception('unknown role ' ~ message['role'] ~ '; allowed: system, user, assistant') }}"
     "{% endif %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|assistant|>\n' }}{% generation %}{{ message['content'] ~ '<|end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}"
     "{{ '<|' ~ message['role'] ~ '|>\n' ~ message['content'] ~ '<|end|>\n' }}"
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )

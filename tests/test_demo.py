@@ -16,10 +16,16 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
     cmd = [sys.executable, "-m", "gptnl", "demo", "--quick", "--out", str(out)]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for stage in ("1/6 corpus", "2/6 tokenizer", "3/6 pack", "4/6 train", "5/6 export", "6/6 generate", "demo done"):
+    for stage in ("1/7 corpus", "2/7 tokenizer", "3/7 pack", "4/7 train", "5/7 export", "6/7 finetune",
+                  "7/7 generate", "demo done"):
         assert stage in first.stdout
     continuations = [line for line in first.stdout.splitlines() if line.strip().startswith("•")]
     assert len(continuations) == 3
+    answers = [line for line in first.stdout.splitlines() if line.strip().startswith("◦")]
+    assert len(answers) == 2 and all("→" in a for a in answers)
+    evals = json.loads((out / "sft" / "eval.json").read_text())
+    assert evals["val_loss_after"] < evals["val_loss_before"]
+    assert json.loads((out / "sft" / "data" / "report.json").read_text())["read"] >= 300
     assert (out / "train" / "loss.png").is_file()
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]
@@ -29,5 +35,5 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "267 documents read, 223 kept, 44 refused" in first.stdout
     assert (out / "corpus" / "CARD.md").is_file()
-    assert second.stdout.count("reusing") == 5
+    assert second.stdout.count("reusing") == 6
     assert "torchrun" not in second.stdout  # training was not started again

@@ -1,0 +1,1 @@
+"""Instruction tuning: chat data through the corpus gates, loss on assistant tokens, full or LoRA."""

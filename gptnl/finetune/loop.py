@@ -1,0 +1,220 @@
+"""Supervised fine-tuning of a local HF causal LM on chat data, under accelerate.
+
+The loss of a step is the summed NLL of every assistant token in the global batch divided by their
+number, whatever the number of processes or micro-batches: each micro-batch's sum is scaled by
+accum x world / tokens-in-step, which accelerate (1/accum) and DDP or DeepSpeed (1/world) undo.
+Checkpoints, resume and preemption work as in the pre-training loop and share its code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gptnl.config import FinetuneConfig
+from gptnl.errors import CheckpointError, GptnlError
+from gptnl.fileio import atomic_write_json, atomic_write_text
+from gptnl.finetune import batches as B
+from gptnl.finetune.conversations import prepare
+from gptnl.finetune.export import export
+from gptnl.finetune.launch import make_accelerator
+from gptnl.finetune.model import load_base, wrap_lora
+from gptnl.finetune.render import ChatRenderer
+from gptnl.train import checkpoint as ckpt
+from gptnl.train.engine import WarmupCosine, param_groups, resolve_precision
+from gptnl.train.metrics import MetricsLog
+from gptnl.train.preemption import EXIT_PREEMPTED, PreemptionFlag
+
+
+def _record_config(out: Path, cfg: FinetuneConfig, base: Path, data: Path) -> None:
+    """A rerun into `out` resumes only the run it belongs to."""
+    record = out / "finetune_config.json"
+    current = {"config": json.loads(cfg.model_dump_json()), "base": str(Path(base).resolve()),
+               "data": str(Path(data).resolve())}
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if {k: saved.get(k) for k in current} != current:
+            raise GptnlError(f"{out} holds a fine-tuning run with another config, base or data; "
+                             "use a new --out, or delete it to start over")
+        return
+    atomic_write_json(record, current)
+
+
+def _nll(model, batch: dict) -> tuple[torch.Tensor, int]:
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                           reduction="sum")
+    return loss, int((labels != -100).sum())
+
+
+def _sum(acc, values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=acc.device)
+    return acc.reduce(t, reduction="sum").tolist() if acc.num_processes > 1 else t.tolist()
+
+
+@torch.no_grad()
+def evaluate(acc, model, encoded: list, micro: int, pad_id: int) -> float | None:
+    """Held-out loss per assistant token. Every rank runs the same number of forward passes
+    (ZeRO-3 gathers parameters collectively); padding batches count zero."""
+    if not encoded:
+        return None
+    model.eval()
+    batches = [list(range(i, min(i + micro, len(encoded)))) for i in range(0, len(encoded), micro)]
+    per_rank = -(-len(batches) // acc.num_processes)
+    mine = batches[acc.process_index :: acc.num_processes]
+    total = count = 0.0
+    for k in range(per_rank):
+        real = k < len(mine)
+        batch = B.collate([encoded[i] for i in (mine[k] if real else batches[0])], pad_id)
+        nll, n = _nll(model, {key: v.to(acc.device) for key, v in batch.items()})
+        if real:
+            total, count = total + nll.item(), count + n
+    model.train()
+    total, count = _sum(acc, [total, count])
+    return total / count if count else None
+
+
+def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_progress: bool = True) -> int:
+    """Train; returns 0, or EXIT_PREEMPTED after a signal-triggered checkpoint."""
+    out = Path(out)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accum = B.accumulation_steps(cfg.batch.global_batch_size, cfg.batch.micro_batch_size, world)
+    bf16 = resolve_precision(cfg.precision) == "bf16"
+    acc = make_accelerator(cfg, accum, bf16)
+    main = acc.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _record_config(out, cfg, base, data)
+    acc.wait_for_everyone()
+
+    torch.manual_seed(cfg.seed)
+    tokenizer, model, grew_vocab = load_base(base, torch.bfloat16 if bf16 else torch.float32)
+    renderer = ChatRenderer(tokenizer)
+    prepared = prepare(data, cfg.data, lambda c: renderer.length(c.messages), cfg.seq_len)
+    train_enc = [renderer.encode(c.messages) for c in prepared.train]
+    val_enc = [renderer.encode(c.messages) for c in prepared.val]
+    lengths = [len(e.ids) for e in train_enc]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if main:
+        (out / "data").mkdir(exist_ok=True)
+        atomic_write_text(out / "data" / "ledger.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                                   for r in prepared.ledger))
+        atomic_write_json(out / "data" / "report.json", prepared.counts())
+
+    if cfg.method == "lora":
+        model = wrap_lora(model, cfg.lora, grew_vocab)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                                  betas=cfg.optim.betas, eps=cfg.optim.eps)
+    model, optimizer = acc.prepare(model, optimizer)
+    deepspeed = cfg.backend == "deepspeed"
+
+    ckpt_dir = out / "checkpoints"
+    start = 0
+    metrics = MetricsLog(out, enabled=main, tensorboard=False)
+    latest = ckpt.newest_complete(ckpt_dir)
+    if latest is not None:
+        if deepspeed:
+            ckpt.check_compatible(latest, world, cfg.zero_stage)
+        try:
+            acc.load_state(str(latest.path))
+        except Exception as exc:  # accelerate/DeepSpeed raise many types for a damaged or foreign state
+            raise CheckpointError(f"{latest.path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
+        start = latest.step
+        metrics.truncate_after(start)
+    evals = json.loads((out / "eval.json").read_text()) if (out / "eval.json").is_file() else {}
+    if start == 0:
+        evals = {"val_loss_before": evaluate(acc, model, val_enc, cfg.batch.micro_batch_size, pad_id)}
+        if main:
+            atomic_write_json(out / "eval.json", evals)
+
+    schedule = WarmupCosine(cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.min_lr / cfg.optim.lr)
+    flag = PreemptionFlag().install()
+    progress = _progress(show_progress and main, start, cfg.max_steps)
+    try:
+        for step in range(start, cfg.max_steps):
+            lr = cfg.optim.lr * schedule(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            mine = B.micro_batches(step, lengths, cfg.batch.global_batch_size, cfg.batch.micro_batch_size,
+                                   acc.process_index, acc.num_processes, cfg.seed)
+            (targets,) = _sum(acc, [sum(train_enc[i].targets for b in mine for i in b)])
+            t0, loss_sum, tokens = time.perf_counter(), 0.0, 0
+            for b in mine:
+                batch = {k: v.to(acc.device) for k, v in B.collate([train_enc[i] for i in b], pad_id).items()}
+                tokens += int(batch["attention_mask"].sum())
+                with acc.accumulate(model):
+                    nll, _ = _nll(model, batch)
+                    acc.backward(nll * (accum * acc.num_processes / targets))
+                    if not deepspeed and cfg.optim.grad_clip > 0 and acc.sync_gradients:
+                        acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                loss_sum += nll.item()
+            loss, tokens = _sum(acc, [loss_sum, tokens])
+            done = step + 1
+            record = {"step": done, "loss": loss / targets, "lr": lr, "processes": acc.num_processes,
+                      "tokens": int(tokens), "tokens_per_s": tokens / (time.perf_counter() - t0),
+                      "padding": B.padding_share(mine, lengths)}
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.max_steps:
+                record["val_loss"] = evaluate(acc, model, val_enc, cfg.batch.micro_batch_size, pad_id)
+            if done % cfg.log_every == 0 or "val_loss" in record:
+                metrics.log(record)
+            progress.advance(record["loss"])
+            stop = _any(acc, flag.raised)
+            if stop or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done < cfg.max_steps):
+                _save(acc, ckpt_dir, done, world, cfg)
+            if stop:
+                return EXIT_PREEMPTED
+        evals["val_loss_after"] = evaluate(acc, model, val_enc, cfg.batch.micro_batch_size, pad_id)
+        if main:
+            atomic_write_json(out / "eval.json", evals)
+        export(acc, model, tokenizer, cfg, base, out, prepared.counts(), evals)
+        return 0
+    finally:
+        progress.close()
+        flag.restore()
+        metrics.close()
+
+
+def _any(acc, flag: bool) -> bool:
+    return _sum(acc, [1.0 if flag else 0.0])[0] > 0
+
+
+def _save(acc, ckpt_dir: Path, step: int, world: int, cfg: FinetuneConfig) -> None:
+    tag = ckpt.tag_for(step)
+    acc.save_state(str(ckpt_dir / tag))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        ckpt.write_marker(ckpt_dir, tag, {"step": step, "world_size": world, "zero_stage": cfg.zero_stage,
+                                          "backend": cfg.backend}, cfg.checkpoint.integrity)
+        ckpt.set_latest(ckpt_dir, tag)
+        ckpt.prune(ckpt_dir, cfg.checkpoint.keep_last)
+    acc.wait_for_everyone()
+
+
+class _progress:
+    """A rich progress bar on the main process, nothing elsewhere."""
+
+    def __init__(self, enabled: bool, start: int, total: int):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("finetune"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
+            self.bar.start()
+            self.task = self.bar.add_task("finetune", total=total, completed=start, loss="-")
+
+    def advance(self, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, loss=f"{loss:.4f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
