@@ -244,6 +244,82 @@ def export_cmd(
     console.print(f"exported {run_dir} to {path}")
 
 
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the gateway (stored hashed).")
+app.add_typer(keys_app, name="keys")
+GATEWAY = Path("serving/gateway.yaml")
+
+
+@app.command("serve")
+def serve_cmd(config: Path = typer.Argument(GATEWAY, help="Gateway config (serving/gateway.yaml).")) -> None:
+    """Start the vLLM replicas and the OpenAI-compatible gateway in front of them."""
+    from gptnl.config import load_gateway_config
+    from gptnl.serving.server import serve
+
+    serve(load_gateway_config(config))
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option(..., "--name", help="Who the key is for, e.g. gemeente-utrecht."),
+    models: str = typer.Option(..., "--models", help="Comma-separated models the key may use."),
+    rpm: int = typer.Option(60, "--rpm", min=1, help="Requests per minute."),
+    tpm: int = typer.Option(20000, "--tpm", min=1, help="Tokens (prompt + completion) per minute."),
+    max_concurrent: int = typer.Option(4, "--max-concurrent", min=1, help="Requests in flight at once."),
+    expires: str = typer.Option(None, "--expires", help="Last valid day, YYYY-MM-DD."),
+    log_content: bool = typer.Option(False, "--log-content", help="Write prompts and answers to the audit log."),
+    output_guard: bool = typer.Option(True, "--output-guard/--no-output-guard",
+                                      help="Redact checksum-valid BSN/IBAN/card numbers from answers."),
+    metrics: bool = typer.Option(False, "--metrics", help="The key may read /metrics."),
+    config: Path = typer.Option(GATEWAY, "--config", help="Gateway config whose key store to use."),
+) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    import datetime as dt
+
+    from gptnl.config import load_gateway_config
+    from gptnl.errors import GptnlError
+    from gptnl.serving.keys import KeyStore
+
+    cfg = load_gateway_config(config, check_models=False)
+    wanted = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in cfg.models]
+    if unknown:
+        raise GptnlError(f"--models: {', '.join(unknown)} not served by {config} (it serves: {', '.join(cfg.models)})")
+    try:
+        until = dt.date.fromisoformat(expires) if expires else None
+    except ValueError:
+        raise GptnlError(f"--expires {expires!r}: use YYYY-MM-DD") from None
+    key = KeyStore(cfg.keys).create(name, wanted, rpm, tpm, max_concurrent=max_concurrent, expires=until,
+                                    log_content=log_content, output_guard=output_guard, metrics=metrics)
+    typer.echo(f"key for {name} (shown once; store it safely):", err=True)
+    print(key)  # alone on stdout, so `KEY=$(gptnl keys create ...)` works
+
+
+@keys_app.command("list")
+def keys_list(config: Path = typer.Option(GATEWAY, "--config")) -> None:
+    """Keys with their scopes and limits (never the keys themselves)."""
+    from gptnl.config import load_gateway_config
+    from gptnl.serving.keys import KeyStore
+
+    table = Table()
+    for col in ("name", "key", "models", "rpm", "tpm", "concurrent", "expires", "state", "guard", "content"):
+        table.add_column(col)
+    for r in KeyStore(load_gateway_config(config, check_models=False).keys).records():
+        table.add_row(r.name, r.shown, ",".join(r.models), str(r.rpm), str(r.tpm), str(r.max_concurrent),
+                      str(r.expires or "-"), r.problem() or "active", "on" if r.output_guard else "off",
+                      "logged" if r.log_content else "-")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Argument(...), config: Path = typer.Option(GATEWAY, "--config")) -> None:
+    """Revoke a key; a running gateway refuses it from its next request on."""
+    from gptnl.config import load_gateway_config
+    from gptnl.serving.keys import KeyStore
+
+    KeyStore(load_gateway_config(config, check_models=False).keys).revoke(name)
+    console.print(f"revoked {name}")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Where every stage writes."),

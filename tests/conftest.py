@@ -37,6 +37,22 @@ def sample_shards(tmp_path_factory, sample_tokenizer) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory, sample_tokenizer) -> Path:
+    """A random-init tiny Llama exported as an HF folder with the project's tokenizer and chat template;
+    64-wide heads, because vLLM's CPU attention has no kernel for narrower ones."""
+    import torch
+
+    from gptnl.config import ModelConfig
+    from gptnl.hf import save_pretrained
+    from gptnl.model import Llama
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="tiny", vocab_size=2048, dim=128, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=352,
+                      max_seq_len=1024)
+    return save_pretrained(Llama(cfg).state_dict(), cfg, sample_tokenizer, tmp_path_factory.mktemp("base") / "model")
+
+
 def write_train_config(path: Path, shards: Path, **overrides) -> Path:
     """A small, fast training config; `overrides` replace top-level sections."""
     cfg = {

@@ -16,13 +16,15 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
     cmd = [sys.executable, "-m", "gptnl", "demo", "--quick", "--out", str(out)]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for stage in ("1/7 corpus", "2/7 tokenizer", "3/7 pack", "4/7 train", "5/7 export", "6/7 finetune",
-                  "7/7 generate", "demo done"):
+    for stage in ("1/8 corpus", "2/8 tokenizer", "3/8 pack", "4/8 train", "5/8 export", "6/8 finetune",
+                  "7/8 generate", "8/8 serve", "demo done"):
         assert stage in first.stdout
     continuations = [line for line in first.stdout.splitlines() if line.strip().startswith("•")]
     assert len(continuations) == 3
     answers = [line for line in first.stdout.splitlines() if line.strip().startswith("◦")]
-    assert len(answers) == 2 and all("→" in a for a in answers)
+    assert len(answers) == 4 and all("→" in a for a in answers)  # two from transformers, two through the gateway
+    audit = (out / "serving" / "audit.jsonl").read_text().splitlines()
+    assert [json.loads(line)["status"] for line in audit] == [200, 200]
     evals = json.loads((out / "sft" / "eval.json").read_text())
     assert evals["val_loss_after"] < evals["val_loss_before"]
     assert json.loads((out / "sft" / "data" / "report.json").read_text())["read"] >= 300

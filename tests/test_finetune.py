@@ -21,7 +21,7 @@ import yaml
 from conftest import ROOT
 from safetensors.torch import load_file
 
-from gptnl.config import ModelConfig, SftData
+from gptnl.config import SftData
 from gptnl.errors import GptnlError
 from gptnl.finetune.batches import accumulation_steps, micro_batches
 from gptnl.finetune.conversations import prepare
@@ -38,19 +38,6 @@ THREE_TURNS = [
     {"role": "user", "content": "Wanneer?"},
     {"role": "assistant", "content": "Uiterlijk vijf dagen na de verhuizing.\n1. Log in.\n2. Vul de datum in."},
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory, sample_tokenizer) -> Path:
-    """A random-init tiny Llama exported as an HF folder with the project's tokenizer and chat template."""
-    from gptnl.hf import save_pretrained
-    from gptnl.model import Llama
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(name="tiny", vocab_size=2048, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=176,
-                      max_seq_len=1024)
-    model = Llama(cfg)
-    return save_pretrained(model.state_dict(), cfg, sample_tokenizer, tmp_path_factory.mktemp("base") / "model")
 
 
 @pytest.fixture(scope="session")
