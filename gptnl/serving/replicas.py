@@ -86,7 +86,7 @@ class VllmProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 15) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
