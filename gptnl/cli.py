@@ -320,6 +320,65 @@ def keys_revoke(name: str = typer.Argument(...), config: Path = typer.Option(GAT
     console.print(f"revoked {name}")
 
 
+slurm_app = typer.Typer(no_args_is_help=True, help="Submit and watch jobs on a Slurm cluster.")
+app.add_typer(slurm_app, name="slurm")
+submit_app = typer.Typer(no_args_is_help=True, help="Submit a stage as a Slurm job.")
+slurm_app.add_typer(submit_app, name="submit")
+
+
+@submit_app.command("train")
+def slurm_submit_train(
+    config: Path = typer.Argument(..., help="Training config YAML."),
+    cluster: Path = typer.Option(..., "--cluster", help="Cluster profile (slurm/clusters/*.yaml)."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="Run dir on the cluster's shared filesystem."),
+    nodes: int = typer.Option(1, "--nodes"),
+    time: str = typer.Option(None, "--time", help="Time limit (default: the profile's), e.g. 5-00:00:00."),
+    partition: str = typer.Option(None, "--partition", help="Default: the profile's train partition."),
+    gpus_per_node: int = typer.Option(None, "--gpus-per-node", help="Default: all GPUs of a node."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Overrides max_steps."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script; submit nothing."),
+) -> None:
+    """Train as a Slurm job: one task per GPU (or process), requeued after a checkpoint on SIGUSR1."""
+    from gptnl.slurm.submit import render_train, sbatch
+
+    job = render_train(config, cluster, run_dir=run_dir, nodes=nodes, time=time, partition=partition,
+                       gpus_per_node=gpus_per_node, max_steps=max_steps)
+    if dry_run:
+        print(job.script, end="")
+        return
+    job_id = sbatch(job)
+    print(job_id)
+    typer.echo(f"submitted job {job_id}; logs in {job.logs}, checkpoints in {Path(run_dir).resolve()}", err=True)
+
+
+@slurm_app.command("status")
+def slurm_status(job: str = typer.Argument(None, help="Job id; without it, your jobs in the queue.")) -> None:
+    """State, restarts, run time and log of a job (or your queue)."""
+    from gptnl.slurm.submit import status
+
+    console.print(status(job), highlight=False)
+
+
+@slurm_app.command("logs")
+def slurm_logs(job: str = typer.Argument(...), lines: int = typer.Option(50, "--lines", "-n")) -> None:
+    """The end of a job's log (all restarts, appended)."""
+    from gptnl.slurm.submit import log_path
+
+    path = log_path(job)
+    if not path.is_file():
+        raise GptnlError(f"job {job}: no log at {path} yet")
+    print("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+
+
+@slurm_app.command("cancel")
+def slurm_cancel(job: str = typer.Argument(...)) -> None:
+    """Cancel a job."""
+    from gptnl.slurm.submit import cancel
+
+    cancel(job)
+    console.print(f"cancelled {job}")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Where every stage writes."),

@@ -371,6 +371,17 @@ class DataJobProfile(Strict):
     max_array_size: int = Field(default=1001, gt=0, description="the site's MaxArraySize")
 
 
+class TrainJobProfile(Strict):
+    """Defaults of a training job: one task per GPU (or per process on CPU nodes)."""
+
+    partition: str
+    time: str = "01:00:00"
+    tasks_per_node: int | None = Field(default=None, gt=0, description="null: the partition's GPUs per node")
+    cpus_per_task: int | None = Field(default=None, gt=0, description="null: the node's CPUs shared by its tasks")
+    grace_s: int = Field(default=300, gt=0, description="SIGUSR1 this long before the time limit: checkpoint")
+    max_restarts: int = Field(default=5, ge=0, description="requeues after a signal before the job gives up")
+
+
 class ClusterProfile(Strict):
     """`slurm/clusters/*.yaml`: what a site's Slurm offers and how a job sets up its environment."""
 
@@ -385,9 +396,13 @@ class ClusterProfile(Strict):
         "empty: activate the Python environment gptnl was submitted from"))
     scratch: str | None = Field(default=None, description="where runs, logs and checkpoints go on the cluster")
     data: DataJobProfile
+    train: TrainJobProfile | None = None
 
     @model_validator(mode="after")
     def _data_fits(self) -> ClusterProfile:
+        if self.train is not None and self.train.partition not in self.partitions:
+            raise ValueError(f"train.partition {self.train.partition!r} is not among partitions "
+                             f"({', '.join(self.partitions)})")
         part = self.partitions.get(self.data.partition)
         if part is None:
             raise ValueError(f"data.partition {self.data.partition!r} is not among partitions "

@@ -15,15 +15,9 @@ from pathlib import Path
 
 from gptnl.config import ClusterProfile, RecipeConfig
 from gptnl.data_pipeline.build import WORK, stages
+from gptnl.slurm.submit import setup_command
 
 GRACE_S = 120
-
-
-def setup_command(cluster: ClusterProfile) -> str:
-    """The profile's set-up lines, or activation of the environment this gptnl runs from."""
-    if cluster.setup:
-        return "\n".join(cluster.setup)
-    return f"source {shlex.quote(str(Path(sys.prefix) / 'bin' / 'activate'))}"
 
 
 def sbatch_extras(cluster: ClusterProfile) -> dict[str, str]:

@@ -26,6 +26,7 @@ from gptnl.finetune.launch import make_accelerator
 from gptnl.finetune.model import load_base, wrap_lora
 from gptnl.finetune.render import ChatRenderer
 from gptnl.train import checkpoint as ckpt
+from gptnl.train.distributed import fill_single_process_env
 from gptnl.train.engine import WarmupCosine, param_groups, resolve_precision
 from gptnl.train.metrics import MetricsLog
 from gptnl.train.preemption import EXIT_PREEMPTED, PreemptionFlag
@@ -83,6 +84,7 @@ def evaluate(acc, model, encoded: list, micro: int, pad_id: int) -> float | None
 def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_progress: bool = True) -> int:
     """Train; returns 0, or EXIT_PREEMPTED after a signal-triggered checkpoint."""
     out = Path(out)
+    fill_single_process_env()  # ranks from torchrun, from Slurm inside an srun step, or a world of one
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accum = B.accumulation_steps(cfg.batch.global_batch_size, cfg.batch.micro_batch_size, world)
     bf16 = resolve_precision(cfg.precision) == "bf16"

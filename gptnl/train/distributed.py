@@ -27,7 +27,11 @@ def free_port() -> int:
 
 
 def fill_single_process_env() -> None:
-    """Launched without torchrun: act as rank 0 of a world of one."""
+    """Launched without torchrun: take the ranks from Slurm inside an `srun` step, else act as rank 0
+    of a world of one."""
+    from gptnl.slurm.env import apply
+
+    apply()
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")

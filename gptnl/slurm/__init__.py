@@ -1,0 +1,1 @@
+"""Slurm: cluster profiles, the in-job environment, and (later) submission, status and logs."""

@@ -1,0 +1,148 @@
+"""Training inside Slurm job steps, on the real single-node Slurm of scripts/slurm-local.sh.
+
+One node here: multi-node rendezvous is the same code with more hosts in SLURM_JOB_NODELIST,
+which cannot be shown on one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, losses, run_trainer, slurm_job, wait_slurm_job, write_train_config
+
+from gptnl.slurm.env import from_slurm, tasks_on_this_node
+
+LOCAL = ROOT / "slurm" / "clusters" / "local.yaml"
+
+STEP = {"SLURM_STEP_ID": "0", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NODEID": "1",
+        "SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_TASKS_PER_NODE": "2(x2)", "SLURM_JOB_ID": "1234",
+        "MASTER_ADDR": "gcn12"}
+
+
+def test_ranks_come_from_the_step():
+    assert from_slurm(STEP) == {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2",
+                                "MASTER_ADDR": "gcn12", "MASTER_PORT": "21234"}
+
+
+@pytest.mark.parametrize("env", [
+    {k: v for k, v in STEP.items() if k != "SLURM_STEP_ID"},  # the batch script itself: one process
+    {**STEP, "RANK": "0"},  # torchrun (or another launcher) already set the ranks
+    {},  # not in Slurm
+])
+def test_nothing_is_set_outside_a_step_or_under_a_launcher(env):
+    assert from_slurm(env) is None
+
+
+def test_tasks_per_node_notation():
+    assert [tasks_on_this_node("2(x3),1", i) for i in range(4)] == [2, 2, 2, 1]
+
+
+def test_srun_with_one_task_per_process_trains_like_torchrun(tmp_path, sample_shards, slurm_cluster):
+    """`srun` starts two tasks of the trainer (no torchrun); they find each other through Slurm's
+    variables, and every step's loss equals a torchrun run of the same config."""
+    cfg = write_train_config(tmp_path / "train.yaml", sample_shards)
+    ref = run_trainer(cfg, tmp_path / "ref", 2)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    script = tmp_path / "job.sbatch"
+    script.write_text(f"""#!/bin/bash
+#SBATCH --job-name=gptnl-srun-test
+#SBATCH --ntasks=2
+#SBATCH --cpus-per-task=1
+#SBATCH --time=00:10:00
+#SBATCH --output={tmp_path}/job-%j.out
+export OMP_NUM_THREADS=1
+srun --kill-on-bad-exit=1 {sys.executable} -m gptnl.train {cfg} --run-dir {tmp_path / 'slurm'} --no-progress
+""")
+    job = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True)
+    job_id = job.stdout.strip().split(";")[0]
+    final = wait_slurm_job(job_id, timeout=600)
+    log = next(tmp_path.glob("job-*.out")).read_text()
+    assert final["JobState"] == "COMPLETED", log[-3000:]
+    assert "2 process(es)" in log
+    assert slurm_job(job_id)["NumTasks"] == "2"
+    ours, theirs = losses(tmp_path / "slurm"), losses(tmp_path / "ref")
+    assert ours.keys() == theirs.keys() and len(ours) >= 8
+    for step in ours:
+        assert abs(ours[step] - theirs[step]) < 1e-5 * theirs[step], (step, ours[step], theirs[step])
+
+
+def gptnl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gptnl", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory, sample_shards):
+    """A 16-step config and its uninterrupted torchrun losses."""
+    base = tmp_path_factory.mktemp("slurm-train")
+    cfg = write_train_config(base / "train.yaml", sample_shards, max_steps=16)
+    ref = run_trainer(cfg, base / "ref", 2)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    return cfg, losses(base / "ref")
+
+
+def test_dry_run_prints_the_script(tmp_path, long_run):
+    res = gptnl("slurm", "submit", "train", str(long_run[0]), "--cluster", str(LOCAL), "--run-dir",
+                str(tmp_path / "run"), "--dry-run")
+    assert res.returncode == 0, res.stderr
+    for line in ("#SBATCH --partition=debug", "#SBATCH --ntasks-per-node=2", "#SBATCH --signal=USR1@60",
+                 "#SBATCH --requeue", "#SBATCH --open-mode=append", "srun --kill-on-bad-exit=1",
+                 "scontrol requeue"):
+        assert line in res.stdout
+    assert not (tmp_path / "run").exists()  # nothing submitted, nothing written
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--time", "2-00:00:00"], "above the debug limit of 1-00:00:00"),
+    (["--gpus-per-node", "1"], "debug nodes have no GPUs"),
+    (["--partition", "gpu_h100"], "not in"),
+    (["--time", "soon"], "is not a Slurm time"),
+])
+def test_refusals_before_submit(tmp_path, long_run, args, text):
+    res = gptnl("slurm", "submit", "train", str(long_run[0]), "--cluster", str(LOCAL), "--run-dir",
+                str(tmp_path / "run"), *args)
+    assert res.returncode == 2 and text in res.stderr, res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_refusals_of_profile_and_config(tmp_path, long_run):
+    big = tmp_path / "big.yaml"
+    big.write_text(LOCAL.read_text().replace("cpus_per_task: 1\n  grace_s", "cpus_per_task: 2\n  grace_s"))
+    res = gptnl("slurm", "submit", "train", str(long_run[0]), "--cluster", str(big), "--run-dir", str(tmp_path))
+    assert res.returncode == 2 and "2 tasks x 2 CPUs per node is more than a debug node has (2)" in res.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(long_run[0]).read_text() + "zero_stage: 7\n")
+    res = gptnl("slurm", "submit", "train", str(bad), "--cluster", str(LOCAL), "--run-dir", str(tmp_path))
+    assert res.returncode == 2 and "zero_stage" in res.stderr
+
+
+def test_submitted_training_survives_preemption_without_losing_a_step(tmp_path, long_run, slurm_cluster):
+    """`gptnl slurm submit train` on the local Slurm; SIGUSR1 mid-run (what Slurm sends before the
+    time limit or a preemption): checkpoint, exit 75, requeue, resume, finish; every step's loss
+    equals the uninterrupted run's."""
+    cfg, reference = long_run
+    run = tmp_path / "run"
+    res = gptnl("slurm", "submit", "train", str(cfg), "--cluster", str(LOCAL), "--run-dir", str(run))
+    assert res.returncode == 0, res.stderr
+    job = res.stdout.strip()
+    deadline = time.monotonic() + 300
+    while not ((run / "metrics.jsonl").is_file() and len(losses(run)) >= 3):
+        assert time.monotonic() < deadline, gptnl("slurm", "status", job).stdout
+        time.sleep(0.05)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    final = wait_slurm_job(job, timeout=600)
+    log = gptnl("slurm", "logs", job, "--lines", "400").stdout
+    assert final["JobState"] == "COMPLETED" and final["Restarts"] == "1", log[-3000:]
+    assert "requeueing job" in log and "restart 1" in log
+    status = gptnl("slurm", "status", job).stdout
+    assert "COMPLETED" in status and "restarts 1" in status
+    ours = losses(run)
+    assert sorted(ours) == sorted(reference)
+    for step, loss in reference.items():
+        assert abs(ours[step] - loss) < 1e-5 * loss, (step, ours[step], loss)
+    assert "checkpoint written after a signal" in log  # the trainer exited 75 after checkpointing
+    assert json.loads((run / "global_step16" / "gptnl_complete.json").read_text())["step"] == 16
