@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import ctypes
 import signal
-from pathlib import Path
 
 from rich.console import Console
 
@@ -90,6 +89,3 @@ def serve(cfg: GatewayConfig) -> None:
             p.stop()
         log("stopped")
 
-
-def default_config() -> Path:
-    return Path("serving") / "gateway.yaml"
