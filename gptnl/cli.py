@@ -336,13 +336,17 @@ def slurm_submit_train(
     partition: str = typer.Option(None, "--partition", help="Default: the profile's train partition."),
     gpus_per_node: int = typer.Option(None, "--gpus-per-node", help="Default: all GPUs of a node."),
     max_steps: int = typer.Option(None, "--max-steps", help="Overrides max_steps."),
+    grace: int = typer.Option(None, "--grace", help=(
+        "Seconds before the time limit to checkpoint and requeue (default: the profile's); 0: no warning "
+        "signal, the job ends TIMEOUT after a checkpoint on Slurm's SIGTERM.")),
+    max_restarts: int = typer.Option(None, "--max-restarts", help="Requeues allowed (default: the profile's)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script; submit nothing."),
 ) -> None:
     """Train as a Slurm job: one task per GPU (or process), requeued after a checkpoint on SIGUSR1."""
     from gptnl.slurm.submit import render_train, sbatch
 
     job = render_train(config, cluster, run_dir=run_dir, nodes=nodes, time=time, partition=partition,
-                       gpus_per_node=gpus_per_node, max_steps=max_steps)
+                       gpus_per_node=gpus_per_node, max_steps=max_steps, grace_s=grace, max_restarts=max_restarts)
     if dry_run:
         print(job.script, end="")
         return
@@ -351,23 +355,86 @@ def slurm_submit_train(
     typer.echo(f"submitted job {job_id}; logs in {job.logs}, checkpoints in {Path(run_dir).resolve()}", err=True)
 
 
+@submit_app.command("data")
+def slurm_submit_data(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (data_pipeline/recipes/*.yaml)."),
+    cluster: Path = typer.Option(..., "--cluster", help="Cluster profile (slurm/clusters/*.yaml)."),
+    out: Path = typer.Option(..., "--out", help="Corpus dir on the cluster's shared filesystem."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Array tasks running at once (default: no limit)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print every stage's sbatch script; submit nothing."),
+) -> None:
+    """The corpus pipeline as array jobs, one per stage, and a final job that writes the corpus."""
+    from gptnl.config import load_recipe
+    from gptnl.data_pipeline.build import build
+
+    stats = build(recipe, load_recipe(recipe), out, workers=workers, executor="slurm", cluster=cluster,
+                  dry_run=dry_run)
+    if dry_run:
+        for name, script in stats["scripts"]:
+            print(f"# ---- {name} ----\n{script}")
+        return
+    for stage, job in stats["jobs"].items():
+        typer.echo(f"{stage}: " + ("already complete" if job == -1 else f"job {job}"), err=True)
+    print(stats["finalise"])
+    typer.echo(f"submitted: job {stats['finalise']} finishes the corpus in {Path(out).resolve()} when every stage "
+               f"is done; logs under {stats['logs']}", err=True)
+
+
+@submit_app.command("ray")
+def slurm_submit_ray(
+    command: list[str] = typer.Argument(..., help="The driver to run against the Ray cluster, after `--`."),
+    cluster: Path = typer.Option(..., "--cluster", help="Cluster profile (slurm/clusters/*.yaml)."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="Dir on the shared filesystem for logs and the token."),
+    nodes: int = typer.Option(1, "--nodes"),
+    time: str = typer.Option(None, "--time", help="Time limit (default: the profile's ray time)."),
+    partition: str = typer.Option(None, "--partition", help="Default: the profile's ray partition."),
+    gpus_per_node: int = typer.Option(None, "--gpus-per-node", help="Default: all GPUs of a node."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script; submit nothing."),
+) -> None:
+    """Start a Ray cluster on the allocation (head on the first node) and run a driver against it."""
+    from gptnl.slurm.submit import render_ray, sbatch
+
+    job = render_ray(command, cluster, run_dir=run_dir, nodes=nodes, time=time, partition=partition,
+                     gpus_per_node=gpus_per_node)
+    if dry_run:
+        print(job.script, end="")
+        return
+    job_id = sbatch(job)
+    print(job_id)
+    typer.echo(f"submitted job {job_id}; logs in {job.logs}", err=True)
+
+
 @slurm_app.command("status")
 def slurm_status(job: str = typer.Argument(None, help="Job id; without it, your jobs in the queue.")) -> None:
-    """State, restarts, run time and log of a job (or your queue)."""
+    """State, restarts, run time and log of a job (or your queue); from accounting once Slurm forgets it."""
     from gptnl.slurm.submit import status
 
-    console.print(status(job), highlight=False)
+    console.print(status(job), highlight=False, soft_wrap=True)
 
 
 @slurm_app.command("logs")
-def slurm_logs(job: str = typer.Argument(...), lines: int = typer.Option(50, "--lines", "-n")) -> None:
-    """The end of a job's log (all restarts, appended)."""
-    from gptnl.slurm.submit import log_path
+def slurm_logs(
+    job: str = typer.Argument(...),
+    lines: int = typer.Option(50, "--lines", "-n", help="Lines from the end (0: all)."),
+    restart: int = typer.Option(None, "--restart", help="Only what run N of a requeued job wrote (0: the first)."),
+    follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job has ended."),
+) -> None:
+    """The end of a job's log; with --restart, the part of one run (a requeued job appends to one file)."""
+    from gptnl.slurm.submit import follow, log_path, restart_part
 
     path = log_path(job)
-    if not path.is_file():
+    if not path.is_file() and not follow_:
         raise GptnlError(f"job {job}: no log at {path} yet")
-    print("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+    data = path.read_bytes() if path.is_file() else b""
+    text = data.decode(errors="replace")
+    if restart is not None:
+        text = restart_part(text, restart)
+    shown = text.splitlines()[-lines:] if lines else text.splitlines()
+    if shown:
+        print("\n".join(shown), flush=True)
+    if follow_:
+        for chunk in follow(job, path, len(data)):
+            print(chunk, end="", flush=True)
 
 
 @slurm_app.command("cancel")

@@ -378,8 +378,18 @@ class TrainJobProfile(Strict):
     time: str = "01:00:00"
     tasks_per_node: int | None = Field(default=None, gt=0, description="null: the partition's GPUs per node")
     cpus_per_task: int | None = Field(default=None, gt=0, description="null: the node's CPUs shared by its tasks")
-    grace_s: int = Field(default=300, gt=0, description="SIGUSR1 this long before the time limit: checkpoint")
+    grace_s: int = Field(default=300, ge=0, description=(
+        "SIGUSR1 this long before the time limit: checkpoint and requeue; 0: no warning signal"))
     max_restarts: int = Field(default=5, ge=0, description="requeues after a signal before the job gives up")
+
+
+class RayJobProfile(Strict):
+    """Defaults of a Ray job (evaluation sweeps): a head on the first node, workers on the rest."""
+
+    partition: str
+    time: str = "04:00:00"
+    tasks_per_node: int = Field(default=1, gt=0, description="Ray nodes per Slurm node (more than one: tests)")
+    cpus_per_task: int | None = Field(default=None, gt=0, description="null: the node's CPUs shared by its tasks")
 
 
 class ClusterProfile(Strict):
@@ -395,14 +405,19 @@ class ClusterProfile(Strict):
         "shell lines run at the start of every job (module loads, venv activation); "
         "empty: activate the Python environment gptnl was submitted from"))
     scratch: str | None = Field(default=None, description="where runs, logs and checkpoints go on the cluster")
+    env: dict[str, str] = Field(default_factory=dict, description=(
+        "variables exported in training and Ray jobs, e.g. NCCL_SOCKET_IFNAME for a site's network"))
     data: DataJobProfile
     train: TrainJobProfile | None = None
+    ray: RayJobProfile | None = None
 
     @model_validator(mode="after")
     def _data_fits(self) -> ClusterProfile:
-        if self.train is not None and self.train.partition not in self.partitions:
-            raise ValueError(f"train.partition {self.train.partition!r} is not among partitions "
-                             f"({', '.join(self.partitions)})")
+        for name in ("train", "ray"):
+            job = getattr(self, name)
+            if job is not None and job.partition not in self.partitions:
+                raise ValueError(f"{name}.partition {job.partition!r} is not among partitions "
+                                 f"({', '.join(self.partitions)})")
         part = self.partitions.get(self.data.partition)
         if part is None:
             raise ValueError(f"data.partition {self.data.partition!r} is not among partitions "

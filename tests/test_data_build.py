@@ -3,8 +3,10 @@ each kind of bad material refused by the right step, and a corpus `gptnl pack` c
 
 import gzip
 import json
+import re
 import shutil
 import string
+import sys
 
 import pytest
 import yaml
@@ -324,18 +326,23 @@ def test_unknown_executor_is_refused(tmp_path):
 
 def test_slurm_array_jobs_survive_preemption_and_write_what_the_local_executor_writes(tmp_path, corpus,
                                                                                       slurm_cluster):
-    """datatrove's Slurm executor on a real local Slurm: one array job per stage chained with afterok,
-    then the job that finishes the corpus. The filter task gets SIGUSR1 mid-run, as Slurm sends before a
-    time limit or a preemption; it requeues itself, runs again, and the corpus is still the local one."""
+    """datatrove's Slurm executor on a real local Slurm, submitted with `gptnl slurm submit data`: one
+    array job per stage chained with afterok, then the job that finishes the corpus. The filter task
+    gets SIGUSR1 mid-run, as Slurm sends before a time limit or a preemption; it requeues itself, runs
+    again, and the corpus is still the local one."""
     import subprocess
     import time
 
     from conftest import slurm_job, wait_slurm_job
 
     out = tmp_path / "slurm"
-    sub = build(RECIPE, load_recipe(RECIPE), out, executor="slurm", cluster=slurm_cluster)
-    assert set(sub["jobs"]) == {"filter", "signatures", "buckets", "clusters", "near-dedup"}
-    task = f"{sub['jobs']['filter']}_0"
+    res = subprocess.run([sys.executable, "-m", "gptnl", "slurm", "submit", "data", str(RECIPE), "--cluster",
+                          str(slurm_cluster), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    jobs = dict(m.groups() for line in res.stderr.splitlines() if (m := re.fullmatch(r"([\w-]+): job (\d+)", line)))
+    assert set(jobs) == {"filter", "signatures", "buckets", "clusters", "near-dedup"}, res.stderr
+    sub = {"finalise": res.stdout.strip()}
+    task = f"{jobs['filter']}_0"
     log = out / ".pipeline" / "logs" / "filter" / "slurm_logs" / f"{task}.out"
     deadline = time.monotonic() + 180
     while not (log.is_file() and "Launching pipeline for rank=0" in log.read_text()):

@@ -176,20 +176,26 @@ def stat_totals(logging_dir: Path) -> dict[str, int]:
 
 
 def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int | None = None,
-          executor: str = "local", ray_address: str | None = None, cluster: Path | None = None) -> dict:
+          executor: str = "local", ray_address: str | None = None, cluster: Path | None = None,
+          dry_run: bool = False) -> dict:
     """Run the recipe into `out`; returns stats. `executor="ray"` connects to `ray_address`
     (or starts a local Ray) and stops what it started. `executor="slurm"` submits array jobs and a
-    final job that finishes the corpus, and returns their job ids at once."""
+    final job that finishes the corpus, and returns their job ids at once (with `dry_run`, their
+    scripts, and nothing is written)."""
     if executor not in EXECUTORS:
         raise GptnlError(f"--executor {executor!r}: allowed values are {', '.join(EXECUTORS)}")
     if executor == "slurm" and cluster is None:
         raise GptnlError("--executor slurm needs --cluster (a profile under slurm/clusters/)")
     out = Path(out).resolve()
-    _same_recipe_or_refuse(out, recipe)
     sources = load_sources(recipe.sources)
     files = source_files(sources.sources, recipe.sources.parent)
     if not files:
         raise GptnlError(f"{recipe.sources}: no file matches any source's path and format")
+    if executor == "slurm" and dry_run:
+        from gptnl.data_pipeline.slurm import scripts
+
+        return {"scripts": scripts(recipe_path, recipe, out, load_cluster(cluster), workers)}
+    _same_recipe_or_refuse(out, recipe)
     if executor == "slurm":
         from gptnl.data_pipeline.slurm import submit
 

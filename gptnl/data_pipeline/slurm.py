@@ -10,6 +10,7 @@ requeued by datatrove's handler and skips nothing it had not finished: its outpu
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -34,10 +35,9 @@ def sbatch_extras(cluster: ClusterProfile) -> dict[str, str]:
     return extra
 
 
-def submit(recipe_path: Path, recipe: RecipeConfig, out: Path, cluster: ClusterProfile,
-           workers: int | None) -> dict:
-    """Submit every stage and the final job; returns {"jobs": {stage: job id}, "finalise": id, "logs": dir}."""
-    from datatrove.executor.slurm import SlurmPipelineExecutor, launch_slurm_job
+def _executors(recipe: RecipeConfig, out: Path, cluster: ClusterProfile, workers: int | None) -> list:
+    """One datatrove Slurm executor per stage, each depending on the one before."""
+    from datatrove.executor.slurm import SlurmPipelineExecutor
 
     d = cluster.data
     logs = out / WORK / "logs"
@@ -51,16 +51,46 @@ def submit(recipe_path: Path, recipe: RecipeConfig, out: Path, cluster: ClusterP
             max_array_size=d.max_array_size, depends=previous, logging_dir=str(logs / name),
             slurm_logs_folder=str(logs / name / "slurm_logs"), requeue=True, mail_type="NONE")
         executors.append((name, previous))
-    last = previous
-    last.run()  # launches its dependencies first, in order
-    jobs = {name: ex.job_id for name, ex in executors}
+    return executors
 
+
+def _finalise_script(recipe_path: Path, out: Path, last) -> str:
+    logs = out / WORK / "logs"
     args = {k: v for k, v in last.get_sbatch_args().items() if k != "array"}
     args.update({"job-name": "gptnl-data-finalise", "output": str(logs / "finalise-%j.out"),
                  "error": str(logs / "finalise-%j.out")})
     args.pop("signal", None)
     command = " ".join(shlex.quote(a) for a in (
         sys.executable, "-m", "gptnl", "data", "build", str(Path(recipe_path).resolve()), "--out", str(out)))
+    return last.get_launch_file_contents(args, command)
+
+
+def scripts(recipe_path: Path, recipe: RecipeConfig, out: Path, cluster: ClusterProfile,
+            workers: int | None) -> list[tuple[str, str]]:
+    """The sbatch script of every stage and of the final job, as `submit` would send them (a dry run)."""
+    existed = out.exists()
+    try:
+        found = []
+        for name, ex in _executors(recipe, out, cluster, workers):
+            tasks = min(ex.tasks, ex.max_array_size) if ex.max_array_size != -1 else ex.tasks
+            run = f"srun -l -n 1 launch_pickled_pipeline {ex.logging_dir.resolve_paths('executor.pik')}"
+            found.append((name, ex.get_launch_file_contents(ex.get_sbatch_args(tasks), run)))
+        found.append(("finalise", _finalise_script(recipe_path, out, ex)))
+        return found
+    finally:
+        if not existed and out.exists():  # datatrove makes its log folders while writing the scripts
+            shutil.rmtree(out)
+
+
+def submit(recipe_path: Path, recipe: RecipeConfig, out: Path, cluster: ClusterProfile,
+           workers: int | None) -> dict:
+    """Submit every stage and the final job; returns {"jobs": {stage: job id}, "finalise": id, "logs": dir}."""
+    from datatrove.executor.slurm import launch_slurm_job
+
+    executors = _executors(recipe, out, cluster, workers)
+    last = executors[-1][1]
+    last.run()  # launches its dependencies first, in order
+    jobs = {name: ex.job_id for name, ex in executors}
     dependency = [f"--dependency=afterok:{last.job_id}"] if last.job_id not in (None, -1) else []
-    finalise = launch_slurm_job(last.get_launch_file_contents(args, command), last.job_id_retriever, *dependency)
-    return {"jobs": jobs, "finalise": finalise, "logs": str(logs)}
+    finalise = launch_slurm_job(_finalise_script(recipe_path, out, last), last.job_id_retriever, *dependency)
+    return {"jobs": jobs, "finalise": finalise, "logs": str(out / WORK / "logs")}

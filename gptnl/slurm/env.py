@@ -7,9 +7,12 @@ started there directly (not through srun) is one process, whatever the allocatio
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import socket
 import subprocess
+import sys
 
 PORT_BASE = 20000
 
@@ -49,9 +52,44 @@ def from_slurm(environ: dict[str, str] | None = None) -> dict[str, str] | None:
     }
 
 
+class Labelled(io.TextIOBase):
+    """A text stream that starts every line with a label, so that the interleaved output of many
+    tasks in one job log says which node and rank wrote each line."""
+
+    def __init__(self, stream, label: str) -> None:
+        self._stream, self._label, self._at_start = stream, label, True
+
+    def write(self, text: str) -> int:
+        out = []
+        for line in text.splitlines(keepends=True):
+            if self._at_start:
+                out.append(self._label)
+            out.append(line)
+            self._at_start = line.endswith("\n")
+        self._stream.write("".join(out))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self._stream.encoding
+
+
 def apply() -> bool:
-    """Set the variables in this process when running as a Slurm task; True if it did."""
+    """Set the variables in this process when running as a Slurm task, and label its output with
+    node:rank when the step has more than one task; True if it did."""
     found = from_slurm()
     if found:
         os.environ.update(found)
+        if int(found["WORLD_SIZE"]) > 1 and not isinstance(sys.stdout, Labelled):
+            label = f"{socket.gethostname().split('.')[0]}:{found['RANK']} "
+            sys.stdout, sys.stderr = Labelled(sys.stdout, label), Labelled(sys.stderr, label)
     return bool(found)

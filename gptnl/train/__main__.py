@@ -2,6 +2,10 @@
 
 import sys
 
-from gptnl.cli import main
+from gptnl.train.preemption import catch_early
+
+catch_early()  # before the imports below, which take seconds
+
+from gptnl.cli import main  # noqa: E402
 
 main(["train", *sys.argv[1:]])

@@ -10,6 +10,15 @@ import signal
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later"
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_early: list[int] = []
+
+
+def catch_early() -> None:
+    """Record the signals from the first moments of a process, before the trainer has imported torch:
+    a SIGUSR1 forwarded by a job script at start-up would otherwise end the process without a word.
+    The flag installed later takes the recorded signal over."""
+    for sig in SIGNALS:
+        signal.signal(sig, lambda signum, _frame: _early.append(signum))
 
 
 class PreemptionFlag:
@@ -18,6 +27,8 @@ class PreemptionFlag:
         self._previous = {}
 
     def install(self) -> PreemptionFlag:
+        if _early:
+            self.signal = _early[0]
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
