@@ -320,6 +320,10 @@ def keys_revoke(name: str = typer.Argument(...), config: Path = typer.Option(GAT
     console.print(f"revoked {name}")
 
 
+from gptnl.evals.cli import eval_app  # noqa: E402 - a sub-app of its own module, registered here
+
+app.add_typer(eval_app, name="eval")
+
 slurm_app = typer.Typer(no_args_is_help=True, help="Submit and watch jobs on a Slurm cluster.")
 app.add_typer(slurm_app, name="slurm")
 submit_app = typer.Typer(no_args_is_help=True, help="Submit a stage as a Slurm job.")
@@ -402,6 +406,33 @@ def slurm_submit_ray(
     job_id = sbatch(job)
     print(job_id)
     typer.echo(f"submitted job {job_id}; logs in {job.logs}", err=True)
+
+
+@submit_app.command("eval")
+def slurm_submit_eval(
+    sweep: Path = typer.Argument(..., help="Sweep YAML (evals/sweeps/*.yaml)."),
+    cluster: Path = typer.Option(..., "--cluster", help="Cluster profile (slurm/clusters/*.yaml)."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="Dir on the shared filesystem: results, logs, token."),
+    nodes: int = typer.Option(1, "--nodes"),
+    time: str = typer.Option(None, "--time", help="Time limit (default: the profile's ray time)."),
+    partition: str = typer.Option(None, "--partition", help="Default: the profile's ray partition."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script; submit nothing."),
+) -> None:
+    """An evaluation sweep on a Ray cluster started on the allocation; results in RUN_DIR/results."""
+    from gptnl.evals.spec import load_sweep
+    from gptnl.slurm.submit import render_ray, sbatch
+
+    load_sweep(sweep)  # a sweep that does not validate is refused here, not in the job
+    run_dir = Path(run_dir).resolve()
+    command = [sys.executable, "-m", "gptnl", "eval", "sweep", str(Path(sweep).resolve()), "--results",
+               str(run_dir / "results")]  # the job exports RAY_ADDRESS, which ray.init() joins
+    job = render_ray(command, cluster, run_dir=run_dir, nodes=nodes, time=time, partition=partition, kind="eval")
+    if dry_run:
+        print(job.script, end="")
+        return
+    job_id = sbatch(job)
+    print(job_id)
+    typer.echo(f"submitted job {job_id}; logs in {job.logs}, results in {run_dir / 'results'}", err=True)
 
 
 @slurm_app.command("status")

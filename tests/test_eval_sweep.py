@@ -1,0 +1,157 @@
+"""Sweeps on a real local Ray, the results schema, the report in headless Chromium, and the suite
+against the real served tiny model (vLLM on CPU behind the gateway)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import ROOT
+from scripted_server import ScriptedServer
+
+from gptnl.evals import results as res
+
+TASKS = ["kennis", "taalvaardigheid", "stereotypen"]
+
+
+def gptnl(*args: str, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gptnl", *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    """Every log-likelihood request takes a while, so a cell is still running when its worker is killed."""
+    def logprob(prompt: str) -> float:
+        time.sleep(0.04)
+        return -1.0 - (len(prompt) % 7) / 10
+
+    with ScriptedServer(logprob=logprob) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, slow_server):
+    """A sweep of 2 models x 3 tasks x 1 setting on a local Ray, with one worker killed mid-cell."""
+    work = tmp_path_factory.mktemp("sweep")
+    (work / "suite.yaml").write_text(yaml.safe_dump({"name": "klein", "tasks": TASKS,
+                                                     "tasks_dir": str(ROOT / "evals" / "tasks")}))
+    (work / "sweep.yaml").write_text(yaml.safe_dump({
+        "suite": "suite.yaml", "settings": [{"name": "kort", "limit": 12}], "concurrency": 2,
+        "models": {"alfa": {"endpoint": slow_server.url}, "beta": {"endpoint": slow_server.url + "#scripted"}}}))
+    results = work / "results"
+    sweep = subprocess.Popen([sys.executable, "-m", "gptnl", "eval", "sweep", str(work / "sweep.yaml"), "--results",
+                              str(results)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.monotonic() + 300
+    while killed is None and sweep.poll() is None and time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-f", "^ray::run_one"], capture_output=True, text=True).stdout.split()
+        if found:
+            killed = int(found[0])
+            subprocess.run(["kill", "-9", str(killed)])
+        time.sleep(0.05)
+    out, err = sweep.communicate(timeout=900)
+    return work, results, killed, sweep.returncode, out, err
+
+
+def test_sweep_survives_a_killed_worker_and_a_rerun_skips_every_cell(swept, slow_server):
+    work, results, killed, rc, out, err = swept
+    assert killed is not None, "no Ray worker was running a cell"
+    assert rc == 0, err[-3000:]
+    records = res.read(results / "results.jsonl")
+    cells = {r["cell"] for r in records}
+    assert len(cells) == 6 and {(r["model"]["name"], r["task"]["name"]) for r in records} == {
+        (m, t) for m in ("alfa", "beta") for t in TASKS}
+    before = slow_server.requests
+    again = gptnl("eval", "sweep", str(work / "sweep.yaml"), "--results", str(results))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "6 of 6 cells already in" in again.stderr
+    assert slow_server.requests - before <= 2  # the two /v1/models lookups, no scoring
+    assert len(res.read(results / "results.jsonl")) == len(records)
+
+
+def test_records_follow_the_documented_schema(swept):
+    _, results, *_ = swept
+    documented = json.loads((ROOT / "docs" / "evals-result.schema.json").read_text())
+    assert documented == res.json_schema(), "docs/evals-result.schema.json is stale: regenerate it"
+    for line in (results / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        res.ResultRecord.model_validate(record)
+        assert set(record) == set(documented["properties"])
+        for m in record["metrics"].values():
+            assert m["n"] > 0 and (m["low"] is None or m["low"] <= m["value"] <= m["high"])
+        assert record["settings"]["limit"] == 12 and len(record["task"]["sha256"]) == 64
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium, installed the first time (as the Slurm script installs Slurm)."""
+    found = shutil.which("chromium")
+    if not found:
+        res_ = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], capture_output=True,
+                              text=True, timeout=900)
+        if res_.returncode != 0:
+            subprocess.run(["apt-get", "update"], capture_output=True, timeout=600)
+            res_ = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+                                  capture_output=True, text=True, timeout=900)
+        assert res_.returncode == 0, res_.stderr[-2000:]
+        found = shutil.which("chromium")
+    return found
+
+
+def test_report_opens_in_headless_chromium_with_table_and_every_chart(swept, chromium, tmp_path):
+    _, results, *_ = swept
+    res_ = gptnl("eval", "report", str(results), "--out", str(tmp_path / "report"))
+    assert res_.returncode == 0, res_.stderr
+    html = tmp_path / "report" / "report.html"
+    assert res_.stdout.strip() == str(html)
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                          "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    charts = sorted(p.name for p in (tmp_path / "report" / "charts").glob("*.png"))
+    assert charts == ["gelijke-behandeling.png", "kennis.png", "taalvaardigheid.png"]
+    assert f'data-charts-loaded="{len(charts)}/{len(charts)}"' in dom, dom[-2000:]
+    table = re.search(r'<table id="leaderboard-table">(.*?)</table>', dom, re.S).group(1)
+    assert "<td>alfa</td>" in table and "<td>beta</td>" in table and table.count("<tr>") == 3
+    assert "alfa vs beta" in dom
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Leaderboard" in md and "| alfa |" in md and "charts/kennis.png" in md
+
+
+def test_suite_against_the_real_served_tiny_model(tiny_base, tmp_path):
+    """`gptnl eval run --model tiny=PATH`: the export is served through the gateway and vLLM on CPU
+    for the run, the whole suite is asked (3 items a task); and a minimal pair's log-likelihood
+    margin as the evaluation read it from vLLM equals the one `transformers` computes."""
+    import gzip
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = gptnl("eval", "run", "--model", f"tiny={tiny_base}", "--limit", "3", "--results", str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = res.read(tmp_path / "results.jsonl")
+    suite = yaml.safe_load((ROOT / "evals" / "suites" / "public-values.yaml").read_text())
+    assert sorted(r["task"]["name"] for r in records) == sorted(suite["tasks"])
+    for r in records:
+        assert r["model"]["endpoint"] == f"local:{tiny_base}" and len(r["model"]["fingerprint"]) == 16
+        primary = r["metrics"][r["primary"]]
+        assert r["timings"]["requests"] > 0 and primary["value"] is not None and primary["n"] >= 3, r
+    assert (tmp_path / "serving" / "audit.jsonl").is_file()  # asked through the gateway
+    assert subprocess.run(["pgrep", "-f", str(tiny_base)], capture_output=True).returncode == 1  # vLLM stopped
+    pairs = next(r for r in records if r["task"]["name"] == "taalvaardigheid")
+    row = json.loads(gzip.open(tmp_path / "rows" / f"{pairs['cell']}.jsonl.gz").readline())
+    item = json.loads((ROOT / "evals" / "tasks" / "taalvaardigheid" / "items.jsonl").read_text().splitlines()[0])
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, torch_dtype=torch.float32)
+
+    def loglik(text: str) -> float:
+        ids = tok(text, return_tensors="pt").input_ids
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0].float(), -1)
+        return sum(logp[i - 1, ids[0, i]].item() for i in range(1, ids.shape[1]))
+
+    assert row["id"] == item["id"]
+    assert row["margin"] == pytest.approx(loglik(item["good"]) - loglik(item["bad"]), abs=2e-3)
