@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from gptnl.serving.replicas import free_port
@@ -40,41 +41,46 @@ class ScriptedServer:
 
         @app.post("/v1/completions")
         async def completions(request: Request):
-            body = await request.json()
-            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-            choices = []
-            for i, prompt in enumerate(prompts):
-                if body.get("echo"):
-                    tokens = TOKEN.findall(prompt) + [" x"]
-                    offsets, at = [], 0
-                    for t in tokens:
-                        offsets.append(at)
-                        at += len(t)
-                    lp = self.logprob(prompt)
-                    logprobs = {"tokens": tokens, "token_logprobs": [None] + [lp] * (len(tokens) - 1),
-                                "text_offset": offsets, "top_logprobs": None}
-                    choices.append({"index": i, "text": prompt + " x", "logprobs": logprobs, "finish_reason": "length"})
-                else:
-                    text = self.reply(prompt)
-                    choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": "stop"})
-            completion = sum(len(c["text"].split()) for c in choices)
-            return {"id": "cmpl-1", "object": "text_completion", "created": int(time.time()), "model": self.model,
-                    "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": completion,
-                                                  "total_tokens": 1 + completion}}
+            # the scripted functions may sleep (a model's service time): off the event loop, so that
+            # concurrent requests are served concurrently, as by a real server
+            return await run_in_threadpool(self._completions, await request.json())
 
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
-            body = await request.json()
-            text = self.reply(body["messages"][-1]["content"])
-            return {"id": "chat-1", "object": "chat.completion", "created": int(time.time()), "model": self.model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()),
-                              "total_tokens": 1 + len(text.split())}}
+            return await run_in_threadpool(self._chat, await request.json())
 
         self.port = free_port()
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def _completions(self, body: dict) -> dict:
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        choices = []
+        for i, prompt in enumerate(prompts):
+            if body.get("echo"):
+                tokens = TOKEN.findall(prompt) + [" x"]
+                offsets, at = [], 0
+                for t in tokens:
+                    offsets.append(at)
+                    at += len(t)
+                lp = self.logprob(prompt)
+                logprobs = {"tokens": tokens, "token_logprobs": [None] + [lp] * (len(tokens) - 1),
+                            "text_offset": offsets, "top_logprobs": None}
+                choices.append({"index": i, "text": prompt + " x", "logprobs": logprobs, "finish_reason": "length"})
+            else:
+                text = self.reply(prompt)
+                choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": "stop"})
+        completion = sum(len(c["text"].split()) for c in choices)
+        return {"id": "cmpl-1", "object": "text_completion", "created": int(time.time()), "model": self.model,
+                "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": completion,
+                                              "total_tokens": 1 + completion}}
+
+    def _chat(self, body: dict) -> dict:
+        text = self.reply(body["messages"][-1]["content"])
+        return {"id": "chat-1", "object": "chat.completion", "created": int(time.time()), "model": self.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()),
+                          "total_tokens": 1 + len(text.split())}}
 
     @property
     def url(self) -> str:

@@ -120,6 +120,9 @@ def execute(cells: list[Cell], tasks_dir: Path, eps: dict[str, Endpoint], suite:
     """Run the cells not yet in results.jsonl; returns {"done": n, "skipped": n}."""
     console = console or Console(stderr=True)
     results_dir.mkdir(parents=True, exist_ok=True)
+    from gptnl.evals.client import Cache
+
+    Cache(results_dir / "cache.sqlite").close()  # created once here, before workers open it together
     finished = {r["cell"] for r in res.read(results_dir / "results.jsonl")}
     todo = [c for c in cells if c.id not in finished]
     skipped = len(cells) - len(todo)
