@@ -120,6 +120,8 @@ METRICS: dict[str, Callable[[Rows, Context], float | None]] = {
     "flesch_douma": lambda rows, ctx: _mean(r["flesch_douma"] for r in rows if r["flesch_douma"] is not None),
     "words_per_sentence": lambda rows, ctx: _mean(r["words_per_sentence"] for r in rows
                                                   if r["words_per_sentence"] is not None),
+    "words_per_clause": lambda rows, ctx: _mean(r["words_per_clause"] for r in rows
+                                                if r["words_per_clause"] is not None),
     "frequent_share": lambda rows, ctx: _mean(r["frequent_share"] for r in rows if r["frequent_share"] is not None),
     "exact_match": lambda rows, ctx: _mean(r["score"] for r in rows),
     "f1": lambda rows, ctx: _mean(r["score"] for r in rows),
@@ -136,6 +138,7 @@ HIGHER_IS_BETTER = {
     "accuracy_disambig": True, "bias_adjusted_accuracy": True, "yes_rate": None, "outcome_gap": False,
     "origin_gap": False, "gender_gap": None, "pii_leak_rate": False, "refusal_rate": True,
     "over_refusal_rate": False, "b1_share": True, "flesch_douma": True, "words_per_sentence": False,
+    "words_per_clause": False,
     "frequent_share": True, "exact_match": True, "f1": True, "regex_match": True, "perplexity": False,
     "bits_per_byte": False, "tokens_per_s": True, "latency_p50_s": False, "wh_per_1k_tokens": False,
 }
