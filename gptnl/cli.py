@@ -236,12 +236,33 @@ def export_cmd(
     run_dir: Path = typer.Argument(..., help="Training run dir."),
     out: Path = typer.Option(..., "--out", help="HF model folder to write."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
+    evals: Path = typer.Option(None, "--evals", help="Evaluation results dir whose records of these weights go "
+                                                     "into the model card."),
 ) -> None:
-    """Export the newest complete checkpoint as an HF LlamaForCausalLM folder."""
+    """Export the newest complete checkpoint as an HF LlamaForCausalLM folder, with its model card."""
+    from gptnl.modelcard import write_model_card
     from gptnl.train.export import export_run
 
     path = export_run(run_dir, out, dtype=dtype)
-    console.print(f"exported {run_dir} to {path}")
+    if evals is not None:
+        write_model_card(path, evals)
+    console.print(f"exported {run_dir} to {path} (model card: {path / 'README.md'})")
+
+
+@app.command("card")
+def card_cmd(
+    model_dir: Path = typer.Argument(..., help="HF model folder written by `gptnl export` or `gptnl finetune`."),
+    evals: Path = typer.Option(None, "--evals", help="Evaluation results dir (results.jsonl): the records of "
+                                                     "exactly these weights are added."),
+) -> None:
+    """Rewrite a model's card (README.md) from its manifests, training figures and evaluation results."""
+    from gptnl.modelcard import write_model_card
+
+    if not (Path(model_dir) / "config.json").is_file():
+        raise GptnlError(f"{model_dir}: not a model folder (no config.json)")
+    if evals is not None and not (Path(evals) / "results.jsonl").is_file():
+        raise GptnlError(f"--evals {evals}: no results.jsonl there (run `gptnl eval run --results {evals}` first)")
+    console.print(f"model card: {write_model_card(model_dir, evals)}")
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the gateway (stored hashed).")

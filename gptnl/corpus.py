@@ -1,4 +1,4 @@
-"""Read the documents of a corpus dir (the document format of DESIGN.md), one at a time.
+"""Read the documents of a corpus dir (the document format of docs/data.md), one at a time.
 
 A corpus dir holds JSONL or JSONL.gz files at its top level, or in a `documents/` folder when it
 has one (the corpus pipeline's output). Files are read in name order so every stage that reads

@@ -41,9 +41,17 @@ QUESTIONS = (
 STAGES = 9
 
 
-def _stage(console: Console, n: int, title: str) -> float:
+def _stage(console: Console, n: int, title: str, starts: list[tuple[str, float]]) -> float:
+    """Start stage n; its start time goes into `starts` for the report's timings."""
+    now = time.perf_counter()
+    starts.append((title.split(":")[0], now))
     console.rule(f"[bold]{n}/{STAGES} {title}")
-    return time.perf_counter()
+    return now
+
+
+def _durations(starts: list[tuple[str, float]], end: float) -> dict[str, float]:
+    ends = [t for _, t in starts[1:]] + [end]
+    return {name: stop - begin for (name, begin), stop in zip(starts, ends, strict=True)}
 
 
 def _done(path: Path) -> bool:
@@ -131,21 +139,25 @@ def _baseline(out: Path, tok_dir: Path) -> Path:
     return path
 
 
-def _ask(base_url: str, key: str, console: Console) -> None:
+def _ask(base_url: str, key: str, console: Console) -> list[tuple[str, str]]:
     """Two questions to the tuned model through the gateway with the official client, one streamed."""
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key=key)
     question = [{"role": "user", "content": QUESTIONS[0]}]
     answer = client.chat.completions.create(model="gptnl-tiny", messages=question, max_tokens=60, seed=0)
-    console.print(f"  ◦ {QUESTIONS[0]} → {answer.choices[0].message.content.strip()}")
+    first = answer.choices[0].message.content.strip()
+    console.print(f"  ◦ {QUESTIONS[0]} → {first}")
     stream = client.chat.completions.create(model="gptnl-tiny", stream=True, max_tokens=60, seed=0,
                                             messages=[{"role": "user", "content": QUESTIONS[1]}])
     console.print(f"  ◦ {QUESTIONS[1]} → ", end="")
+    parts = []
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
-            console.print(chunk.choices[0].delta.content, end="")
+            parts.append(chunk.choices[0].delta.content)
+            console.print(parts[-1], end="")
     console.print()
+    return [(QUESTIONS[0], first), (QUESTIONS[1], "".join(parts).strip())]
 
 
 def _evaluate(out: Path, models: dict[str, Path], base_url: str, key: str, limit: int, console: Console) -> Path:
@@ -185,10 +197,11 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     if fresh and out.exists():
         shutil.rmtree(out)
     start = time.perf_counter()
+    starts: list[tuple[str, float]] = []
     max_steps = 80 if quick else load_train_config(TRAIN_CONFIG).max_steps
     sft_steps = 20 if quick else load_finetune_config(SFT_CONFIG).max_steps
 
-    t = _stage(console, 1, "corpus: licence gate, opt-outs, language ID, PII, quality, dedup → ledger")
+    t = _stage(console, 1, "corpus: licence gate, opt-outs, language ID, PII, quality, dedup → ledger", starts)
     corpus = out / "corpus"
     _reuse_or_make(console, corpus, lambda: build_corpus(RECIPE, load_recipe(RECIPE), corpus))
     stats = json.loads((corpus / "stats.json").read_text())
@@ -196,7 +209,7 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
                   f"({', '.join(f'{step} {sum(r.values())}' for step, r in stats['refused_by_step'].items())}); "
                   f"ledger and CARD.md in {corpus} ({time.perf_counter() - t:.1f}s)")
 
-    t = _stage(console, 2, "tokenizer: byte-level BPE on the corpus")
+    t = _stage(console, 2, "tokenizer: byte-level BPE on the corpus", starts)
     tok_dir = out / "tokenizer"
     _reuse_or_make(console, tok_dir, lambda: tokenizer_mod.train(
         (d.text for d in corpus_mod.iter_documents(corpus)), 4000, tok_dir, source={"corpus": str(corpus)}))
@@ -206,14 +219,14 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     console.print(f"{tok.vocab_size} tokens; fertility on held-out Dutch: {fert['fertility']:.2f} tokens/word "
                   f"({time.perf_counter() - t:.1f}s)")
 
-    t = _stage(console, 3, "pack: documents → 256-token sequences, train/validation by id hash")
+    t = _stage(console, 3, "pack: documents → 256-token sequences, train/validation by id hash", starts)
     shards = out / "shards"
     _reuse_or_make(console, shards, lambda: pack(corpus, tok_dir, 256, shards, val_fraction=0.1))
     splits = read_manifest(shards)["produced"]["splits"]
     console.print(", ".join(f"{s}: {v['documents']} docs, {v['tokens']:,} tokens" for s, v in splits.items())
                   + f" ({time.perf_counter() - t:.1f}s)")
 
-    t = _stage(console, 4, f"train: tiny Llama, DeepSpeed ZeRO-2, 2 CPU processes, {max_steps} steps")
+    t = _stage(console, 4, f"train: tiny Llama, DeepSpeed ZeRO-2, 2 CPU processes, {max_steps} steps", starts)
     run = out / "train"
     done = _done(run) and read_manifest(run)["produced"]["step"] >= max_steps
     if done:
@@ -222,7 +235,7 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
         _train(out, max_steps if quick else None, console)
     console.print(f"loss curve: {run / 'loss.png'} ({time.perf_counter() - t:.1f}s)")
 
-    t = _stage(console, 5, "export: Hugging Face LlamaForCausalLM folder")
+    t = _stage(console, 5, "export: Hugging Face LlamaForCausalLM folder", starts)
     model_dir = out / "model"
     if _done(model_dir) and read_manifest(model_dir)["produced"].get("step") == read_manifest(run)["produced"]["step"]:
         console.print(f"reusing {model_dir}")
@@ -231,7 +244,7 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     console.print(f"{model_dir} ({time.perf_counter() - t:.1f}s)")
 
     t = _stage(console, 6, f"finetune: Dutch instructions, loss on assistant turns, accelerate + DeepSpeed, "
-                           f"2 CPU processes, {sft_steps} steps")
+                           f"2 CPU processes, {sft_steps} steps", starts)
     sft = out / "sft"
     tuned = sft / "model"
     if _done(tuned) and read_manifest(tuned)["produced"].get("steps", 0) >= sft_steps \
@@ -246,13 +259,13 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
                   f"refused; held-out loss {evals['val_loss_before']:.2f} → {evals['val_loss_after']:.2f} "
                   f"({time.perf_counter() - t:.1f}s)")
 
-    t = _stage(console, 7, "generate: continuations from the base model, chat answers from the tuned one")
+    t = _stage(console, 7, "generate: continuations from the base model, chat answers from the tuned one", starts)
     for text in generate(model_dir):
         console.print(f"  • {text}")
     for text in chat(tuned):
         console.print(f"  ◦ {text}")
     console.print(f"({time.perf_counter() - t:.1f}s)")
-    t = _stage(console, 8, "serve: vLLM (CPU) behind the gateway, asked with the openai client")
+    t = _stage(console, 8, "serve: vLLM (CPU) behind the gateway, asked with the openai client", starts)
     from gptnl.evals.local import served
 
     baseline = _baseline(out, tok_dir)
@@ -260,10 +273,17 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     console.print(f"[dim]$ gptnl serve {out / 'serving' / 'gateway.yaml'}   # gptnl-tiny ({tuned}) and a "
                   f"random-init baseline ({baseline}), a key made for the demo")
     with served(models, out / "serving", key_name="demo") as (base_url, key):
-        _ask(base_url, key, console)
+        answers = _ask(base_url, key, console)
         console.print(f"the gateway's audit log: {out / 'serving' / 'audit.jsonl'}; its key: "
                       f"{out / 'serving' / 'demo.key'} (keys are stored hashed) ({time.perf_counter() - t:.1f}s)")
-        t = _stage(console, 9, "evaluate: the public-values suite on the tuned model and the baseline")
+        t = _stage(console, 9, "evaluate: the public-values suite on the tuned model and the baseline", starts)
         report = _evaluate(out, models, base_url, key, 8 if quick else 24, console)
     console.print(f"evaluation report: {report} ({time.perf_counter() - t:.1f}s)")
+    from gptnl.demo_report import write_demo_report
+    from gptnl.modelcard import write_model_card
+
+    write_model_card(tuned, out / "evals")  # now with its evaluation results
+    html_report, _ = write_demo_report(out, _durations(starts, time.perf_counter()), answers)
+    console.print(f"model card of the tuned model: {tuned / 'README.md'}")
+    console.print(f"report (data card, training curve, evaluation): {html_report}")
     console.rule(f"[bold green]demo done in {time.perf_counter() - start:.0f}s: outputs in {out}")

@@ -2,10 +2,13 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+
+from gptnl.demo_report import SECTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +31,28 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
     report = out / "evals" / "report" / "report.html"
     assert f"evaluation report: {report}" in first.stdout.replace("\n", "")
     records = [json.loads(line) for line in (out / "evals" / "results.jsonl").read_text().splitlines()]
-    assert {r["model"]["name"] for r in records} == {"gptnl-tiny", "baseline"} and len(records) == 20
+    assert {r["model"]["name"] for r in records} == {"gptnl-tiny", "baseline"} and len(records) == 22
     html = report.read_text()
     for section in ("Leaderboard", "Public values", "Comparison", "Model profiles", "baseline vs gptnl-tiny"):
         assert section in html
+    canary = next(r for r in records if r["task"]["name"] == "privacy-canaries" and r["model"]["name"] == "gptnl-tiny")
+    assert canary["metrics"]["exposure"]["n"] == 16 and canary["metrics"]["exposure"]["value"] is not None
+
+    # the one report: every section, and every link and image in it resolves inside the demo folder
+    main = out / "report.html"
+    assert f"report (data card, training curve, evaluation): {main}" in first.stdout.replace("\n", "")
+    page = main.read_text()
+    for section in SECTIONS:
+        assert f">{section}</h2>" in page, section
+    links = re.findall(r'(?:href|src)="([^"]+)"', page)
+    for must in ("corpus/CARD.md", "train/loss.png", "train/metrics.jsonl", "evals/report/report.html",
+                 "sft/model/README.md", "model/README.md", "serving/audit.jsonl"):
+        assert must in links, must
+    assert all((out / link).exists() for link in links), [link for link in links if not (out / link).exists()]
+    assert "privacy-canaries" in page and (out / "report.md").read_text().startswith("# gptnl demo report")
+    card = (out / "sft" / "model" / "README.md").read_text()
+    assert "## Algoritmeregister" in card and "| privacy | privacy-canaries | exposure |" in card
+
     evals = json.loads((out / "sft" / "eval.json").read_text())
     assert evals["val_loss_after"] < evals["val_loss_before"]
     assert json.loads((out / "sft" / "data" / "report.json").read_text())["read"] >= 300
@@ -42,8 +63,10 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
 
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "267 documents read, 223 kept, 44 refused" in first.stdout
+    assert "279 documents read, 235 kept, 44 refused" in first.stdout
     assert (out / "corpus" / "CARD.md").is_file()
     assert second.stdout.count("reusing") == 6
-    assert "20 of 20 cells already in" in second.stdout + second.stderr  # the evaluation is not redone
+    assert "22 of 22 cells already in" in second.stdout + second.stderr  # the evaluation is not redone
     assert "torchrun" not in second.stdout  # training was not started again
+    # everything it started, it stopped: no vLLM, gateway or trainer still runs from the demo's folder
+    assert subprocess.run(["pgrep", "-f", str(out)], capture_output=True).returncode == 1

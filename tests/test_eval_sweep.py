@@ -155,3 +155,61 @@ def test_suite_against_the_real_served_tiny_model(tiny_base, tmp_path):
 
     assert row["id"] == item["id"]
     assert row["margin"] == pytest.approx(loglik(item["good"]) - loglik(item["bad"]), abs=2e-3)
+    # the model card picks up the records of exactly these weights (a copy of the folder is the same weights)
+    copy = shutil.copytree(tiny_base, tmp_path / "copy")
+    card = gptnl("card", str(copy), "--evals", str(tmp_path))
+    assert card.returncode == 0, card.stderr
+    text = (copy / "README.md").read_text()
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert {r["dataset"]["type"] for r in front["model-index"][0]["results"]} <= {f"gptnl/{t}" for t in suite["tasks"]}
+    assert "| taalvaardigheid | taalvaardigheid | accuracy |" in text and "Not evaluated yet" not in text
+    other = gptnl("card", str(copy), "--evals", str(tmp_path / "nowhere"))
+    assert other.returncode == 2 and "no results.jsonl there" in other.stderr
+
+
+def test_canary_exposure_finds_what_a_model_memorised(sample_tokenizer, tmp_path):
+    """A tiny Llama trained until it memorises the twelve canary documents of the sample corpus (and
+    their canary sentences alone),
+    exported and served through the gateway and vLLM on CPU: its planted secrets rank near the top
+    of their 100 candidates and greedy decoding writes most of them out, while the controls (the same
+    shape, never trained on) stay at chance. The memorising run is plain torch on one process: what
+    is under test is the measurement, not the trainer."""
+    import torch
+
+    from gptnl import tokenizer as tokenizer_mod
+    from gptnl.config import ModelConfig
+    from gptnl.hf import save_pretrained
+    from gptnl.model import Llama
+
+    tok = tokenizer_mod.load(sample_tokenizer)
+    docs = [json.loads(line)["text"] for line in (ROOT / "data_pipeline/sample/canaries.jsonl").open()]
+    # the canary sentences on their own too, as at the start of a document: a 2-layer model recalls
+    # a secret from its prefix alone only when it has seen it there
+    docs += [re.search(r"[^.]*\d{6}\.", d).group().strip() for d in docs]
+    ids = [[tok.id("<s>"), *tok.tokenizer.encode(d).ids] for d in docs]
+    x = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    for i, row in enumerate(ids):
+        x[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), True
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="tiny", vocab_size=2048, dim=128, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=352,
+                      max_seq_len=1024)
+    model = Llama(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(120):
+        logits = model(x[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="none")
+        loss = (loss * mask[:, 1:].flatten()).sum() / mask[:, 1:].sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1
+    path = save_pretrained(model.state_dict(), cfg, sample_tokenizer, tmp_path / "memorised")
+
+    run = gptnl("eval", "run", "--model", f"mem={path}", "--task", "privacy-canaries", "--results",
+                str(tmp_path / "evals"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    (record,) = res.read(tmp_path / "evals" / "results.jsonl")
+    m = {k: v["value"] for k, v in record["metrics"].items()}
+    assert record["metrics"]["exposure"]["n"] == 24 and m["exposure"] > 5.5, m  # log2(100) = 6.64 at most
+    assert m["exposure_control"] < 3 and m["canary_extraction_rate"] >= 0.5, m

@@ -119,6 +119,36 @@ def test_probes_find_leaks_and_refusals(tmp_path):
     assert value(record, "refusal_rate") == 1.0 and value(record, "over_refusal_rate") == 0.0
 
 
+def test_canary_exposure_of_a_model_that_memorised_the_planted_secrets(tmp_path):
+    """A model that puts the planted secret first after its prefix has the full log2(100) bits of
+    exposure and reads it out; controls it cannot tell apart from their decoys rank mid-way (ties
+    share ranks), about 1 bit."""
+    items = load_task("privacy-canaries").items
+    memorised = {f"{i['prefix']} {i['secret']}" for i in items if i["planted"]}
+    secret_of = {i["prefix"]: i["secret"] for i in items if i["planted"]}
+    with ScriptedServer(logprob=lambda p: -0.1 if p in memorised else -5.0,
+                        reply=lambda p: f" {secret_of[p]}." if p in secret_of else " 123") as s:
+        record, rows = run("privacy-canaries", s, tmp_path, limit=6)
+    assert len(rows) == 12 and sum(r["planted"] for r in rows) == 6  # a canary and its control count as one
+    assert value(record, "exposure") == pytest.approx(math.log2(100))
+    assert value(record, "exposure_control") == pytest.approx(math.log2(100) - math.log2(50.5))
+    assert value(record, "canary_extraction_rate") == 1.0
+    assert all(r["rank"] == 1 for r in rows if r["planted"]) and record["higher_is_better"]["exposure"] is False
+    with ScriptedServer(logprob=lambda p: -5.0 if p in memorised else -0.1) as s:  # the secret ranked last
+        record, _ = run("privacy-canaries", s, tmp_path / "b", limit=6)
+    assert value(record, "exposure") == pytest.approx(0.0) and value(record, "canary_extraction_rate") == 0.0
+
+
+def test_canary_decoys_are_fixed_distinct_and_never_the_secret():
+    from gptnl.evals.runner import decoys
+
+    first = decoys("583324", 99, "0:canary-01")
+    assert first == decoys("583324", 99, "0:canary-01") and len(set(first)) == 99 and "583324" not in first
+    assert all(len(d) == 6 and d.isdigit() for d in first) and first != decoys("583324", 99, "1:canary-01")
+    with pytest.raises(ValueError, match="only 9"):
+        decoys("5", 10, "x")
+
+
 ANSWER = "U kunt dat bij de gemeente doen. Dat kost niets. Neem uw paspoort mee."
 
 
@@ -205,6 +235,14 @@ def test_task_files_are_checked_line_by_line(tmp_path):
         (task / "items.jsonl").write_text(json.dumps(good) + "\n" + line + "\n")
         with pytest.raises(EvalError, match=error.replace("(", r"\(")):
             load_task(task)
+    (task / "task.yaml").write_text("name: t\nvalue: privacy\ndescription: x\ntype: canary\n"
+                                    "metrics: [exposure]\nprimary: exposure\n")
+    canary = {"id": "a", "prefix": "De code is", "secret": "123456", "planted": True}
+    for line, error in [(json.dumps({**canary, "id": "b", "secret": "12a456"}), "secret` must be a string of digits"),
+                        (json.dumps({**canary, "id": "b", "planted": "ja"}), "needs `planted`: true")]:
+        (task / "items.jsonl").write_text(json.dumps(canary) + "\n" + line + "\n")
+        with pytest.raises(EvalError, match=f"items.jsonl:2: .*{error}"):
+            load_task(task)
     (task / "task.yaml").write_text("name: t\nvalue: kennis\ndescription: x\ntype: multiple_choice\n"
                                     "metrics: [acuracy]\nprimary: acuracy\n")
     with pytest.raises(Exception, match="unknown"):
@@ -233,6 +271,46 @@ def test_public_formats_load_as_our_tasks(tmp_path):
         "text": ["Amsterdam", "Den Haag"], "label": ["A", "B"]}, "answerKey": "A", "answer": "A"}) + "\n")
     item = load_task(lm).items[0]
     assert item["choices"] == ["Amsterdam", "Den Haag"] and item["answer"] == 0
+
+
+def _task(folder, yaml_text: str, rows: list[dict]):
+    folder.mkdir()
+    (folder / "task.yaml").write_text(yaml_text)
+    (folder / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_euroeval_rows_load_as_our_tasks_and_score(tmp_path):
+    """EuroEval's own JSONL, as its Dutch datasets are laid out: multiple choice with the options in
+    `text` and a letter as `label` (ARC-nl, MMLU-nl, HellaSwag-nl), classification with a string
+    label (Dutch Social), and reading comprehension (SQuAD-nl)."""
+    mc_yaml = ("name: arc\nvalue: kennis\ndescription: x\ntype: multiple_choice\nformat: euroeval\n"
+               "prompt: \"Vraag: {question}\\nAntwoord:\"\nchoices: choices\nmetrics: [accuracy]\nprimary: accuracy\n")
+    mc = _task(tmp_path / "arc", mc_yaml, [
+        {"text": "Wat is de hoofdstad van Nederland?\nAntwoordopties:\na. Rotterdam\nb. Amsterdam\nc. Utrecht",
+         "label": "b"},
+        {"text": "Welke kleur heeft gras?\nAntwoordopties:\na. Groen\nb. Paars", "label": "a"}])
+    items = load_task(mc).items
+    assert items[0]["question"] == "Wat is de hoofdstad van Nederland?" and items[0]["answer"] == 1
+    assert items[0]["choices"] == ["Rotterdam", "Amsterdam", "Utrecht"] and items[1]["id"].endswith("items.jsonl:2")
+    right = {"Vraag: Wat is de hoofdstad van Nederland?\nAntwoord: Amsterdam", "Vraag: Welke kleur heeft gras?\n"
+             "Antwoord: Groen"}
+    with ScriptedServer(logprob=lambda p: -0.1 if p in right else -4.0) as srv:
+        record, _ = run(mc, srv, tmp_path)
+    assert value(record, "accuracy") == 1.0
+    sentiment = _task(tmp_path / "social", "name: social\nvalue: taalvaardigheid\ndescription: x\n"
+                      "type: multiple_choice\nformat: euroeval\nprompt: '{text}'\n"
+                      "choices: [positive, neutral, negative]\nmetrics: [accuracy]\nprimary: accuracy\n",
+                      [{"text": "Wat een mooie dag!", "label": "positive"}])
+    assert load_task(sentiment).items[0]["answer"] == 0
+    squad = _task(tmp_path / "squad", "name: squad\nvalue: kennis\ndescription: x\ntype: generate\nformat: euroeval\n"
+                  "prompt: '{context} {question}'\nscorer: f1\nmetrics: [f1]\nprimary: f1\n", [
+                      {"id": "sq1", "context": "Utrecht ligt in het midden.", "question": "Waar ligt Utrecht?",
+                       "answers": {"text": ["in het midden"], "answer_start": [13]}}])
+    assert load_task(squad).items[0]["answer"] == ["in het midden"]
+    (mc / "items.jsonl").write_text(json.dumps({"text": "V?\nAntwoordopties:\na. x\nb. y", "label": "e"}) + "\n")
+    with pytest.raises(EvalError, match=r"items.jsonl:1: label 'e' is not one of the options \['a', 'b'\]"):
+        load_task(mc)
 
 
 def test_export_to_lm_eval_loads_in_the_harness(tmp_path):

@@ -120,7 +120,7 @@ def served_model(tmp_path_factory, tiny_base) -> Path:
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, vllm_python, served_model):
     config = gateway_config(tmp_path_factory.mktemp("gw") / "gateway.yaml", {
-        MODEL: {"path": str(served_model), "max_tokens": 64, "max_model_len": 512, "replicas": 2,
+        MODEL: {"path": str(served_model), "max_tokens": 448, "max_model_len": 512, "replicas": 2,
                 "profile": "cpu"},
     }, vllm_python=str(vllm_python))
     keys = {
@@ -235,7 +235,7 @@ def _user_message_of(tokens: int, model: Path) -> list[dict]:
     ("wrong key", "gptnl-not-a-key", {}, 401, "Incorrect API key"),
     ("expired", "expired", {}, 401, "expired on 2020-01-01"),
     ("unknown model", "main", {"model": "gptnl-7b"}, 404, "does not exist"),
-    ("max_tokens cap", "main", {"max_tokens": 1000}, 400, "over this model's cap of 64"),
+    ("max_tokens cap", "main", {"max_tokens": 1000}, 400, "over this model's cap of 448"),
     ("prompt too long", "main", {"messages": 600}, 400, "the prompt is"),
     ("context", "main", {"messages": 480, "max_tokens": 64}, 400, "together over the 512 tokens"),
 ])
@@ -316,8 +316,10 @@ def test_rate_token_and_concurrency_limits_answer_429_with_retry_after(gw):
     codes = sorted(code for code, _ in results)
     assert codes[0] == 200 and codes[-1] == 429, results
     assert all("1 requests in flight, its limit is 1" in m for code, m in results if code == 429)
-    # a client that goes away mid-stream frees its slot (and is audited as 499)
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=60,
+    # a client that goes away mid-stream frees its slot (and is audited as 499); the answer is long
+    # enough (16 x 448 tokens) that it cannot have been sent in full by the time the client leaves
+    long = {**body, "stream": True, "n": 16, "max_tokens": 448}
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=long, timeout=60,
                       headers={"Authorization": f"Bearer {gw.keys['single']}"}) as held:
         next(held.iter_lines())
     deadline = time.monotonic() + 10
@@ -504,3 +506,54 @@ def test_sigterm_drains_a_stream_in_flight(edge):
     assert edge.proc.wait(60) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(edge.url + "/health")
+
+
+def test_a_replica_that_breaks_off_an_answer_gives_502_audited_and_frees_the_slot(tmp_path):
+    """An upstream that announces a 1,000-byte answer, sends 10 bytes and hangs up (a replica that
+    died mid-answer): the client gets a 502 in OpenAI's shape, the audit log has the line, and the
+    key's single concurrency slot is free again. The upstream is a plain HTTP server, not vLLM:
+    what is under test is the gateway's handling of a broken upstream. An unknown path is audited too."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'{"choices"')
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    config = gateway_config(tmp_path / "gateway.yaml", {
+        MODEL: {"max_tokens": 64, "max_model_len": 512, "replicas": 0,
+                "upstreams": [f"http://127.0.0.1:{upstream.server_port}"]}})
+    key = new_key(config, "single", "--max-concurrent", "1")
+    g = Gateway(config).wait(60)
+    try:
+        deadline = time.monotonic() + 20
+        while not httpx.get(g.url + "/health").json()["healthy_replicas"].get(MODEL):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        answers = [_call(g, key) for _ in range(2)]
+        assert [status for status, _, _ in answers] == [502, 502], answers  # not 429: the slot came back
+        assert all("broke off its answer" in message for _, message, _ in answers)
+        audit = g.audit()
+        assert [audit[h["x-request-id"]]["status"] for _, _, h in answers] == [502, 502]
+        lost = httpx.get(g.url + "/v1/tokenize", headers={"Authorization": f"Bearer {key}"})
+        assert lost.status_code == 404 and g.audit()[lost.headers["x-request-id"]]["status"] == 404
+    finally:
+        g.stop()
+        upstream.shutdown()

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 import transformers
+import yaml
 from conftest import losses, run_trainer, trainer_cmd, trainer_env, wait_for_step, write_train_config
 
 from gptnl.hf import load_pretrained
@@ -171,6 +172,15 @@ def test_trained_run_exports_to_a_model_transformers_loads(tmp_path, sample_shar
     out = export_run(run, tmp_path / "model")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["produced"]["step"] == 4 and manifest["consumed"]["checkpoint"] == "global_step4"
+    card = (out / "README.md").read_text()  # the model card, from the run's own records
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["language"] == ["nl"] and front["library_name"] == "transformers"
+    assert list(front["algoritmeregister"]) == ["naam", "korte_omschrijving", "doel_en_impact", "gegevens",
+                                                 "technische_werking", "risicobeheer"]
+    last_loss = [r for r in records if "loss" in r][-1]["loss"]
+    assert "| steps | 4 |" in card and f"| final training loss | {last_loss:.3f} |" in card
+    assert "not built by `gptnl data build`" in card and "- Tokens packed: train " in card  # the bare sample dir
+    assert "Not evaluated yet" in card and "## Algoritmeregister" in card
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
     ours = load_pretrained(out).eval()
     tok = transformers.AutoTokenizer.from_pretrained(str(out))

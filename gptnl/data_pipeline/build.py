@@ -42,7 +42,7 @@ WORK = ".pipeline"
 
 
 class DocumentRow:
-    """Kept documents in the document format of DESIGN.md."""
+    """Kept documents in the corpus document format (docs/data.md)."""
 
     def __call__(self, writer, doc) -> dict:
         m = doc.metadata

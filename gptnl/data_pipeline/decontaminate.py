@@ -1,6 +1,7 @@
 """Decontamination: a document that shares a word 13-gram with any item of an evaluation task
 (`evals/tasks/<task>/items.jsonl`) is refused naming the task, so benchmark scores do not measure
-memorisation. 13 words, lower-cased, as in GPT-3's and lm-eval's overlap checks."""
+memorisation. 13 words, lower-cased, as in GPT-3's and lm-eval's overlap checks. Canary tasks are
+left out: their secrets are planted in the training data on purpose, to measure memorisation."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import yaml
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
@@ -40,6 +42,9 @@ def task_index(tasks_dir: Path | None, n: int) -> dict[int, str]:
         return index
     for items in sorted(Path(tasks_dir).glob("*/items.jsonl")):
         task = items.parent.name
+        spec = items.parent / "task.yaml"
+        if spec.is_file() and (yaml.safe_load(spec.read_text(encoding="utf-8")) or {}).get("type") == "canary":
+            continue
         for line in items.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 for text in _strings(json.loads(line)):

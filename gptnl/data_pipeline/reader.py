@@ -74,6 +74,9 @@ def record_to_document(src: SourceConfig, location: str, obj) -> Document:
             return _malformed(src, location, f"'{key}' must be a string, got {type(obj[key]).__name__}")
     if not obj["id"].strip() or not obj["text"].strip():
         return _malformed(src, location, "empty 'id'" if not obj["id"].strip() else "empty 'text'")
+    for key in PASSED_FIELDS:  # later steps match urls against the blocklist and write dates into the card
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            return _malformed(src, location, f"'{key}' must be a string, got {type(obj[key]).__name__}")
     licence = obj.get(src.licence_field)
     meta = {
         "source": src.name,

@@ -4,18 +4,22 @@ Matching documents (by id, url or `domain:host`, the blocklist format) leave `do
 ledger rows become `refused` by step `takedown`, so the ledger still has one row per input; the
 entries join the recipe's blocklist so the next build refuses them too; stats and the card are
 rewritten; token shards packed from this corpus are found and rebuilt, or named with the command
-that rebuilds them.
+that rebuilds them. The build's work folder goes too: it holds intermediate copies of the text, and
+resuming from it would bring the documents back. A later build into the same folder starts afresh,
+and the blocklist refuses them there.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import time
 from pathlib import Path
 
 from gptnl.config import RecipeConfig, load_sources
 from gptnl.data_pipeline import ledger as ledger_mod
+from gptnl.data_pipeline.build import WORK
 from gptnl.data_pipeline.card import write_card
 from gptnl.data_pipeline.gates import blocked, read_blocklist
 from gptnl.errors import GptnlError
@@ -80,6 +84,10 @@ def takedown(corpus: Path, entries_file: Path, *, rebuild: bool = False) -> dict
              "takedowns": [*old.get("takedowns", []), {"date": time.strftime("%Y-%m-%d", time.gmtime()),
                                                       "entries": sorted(entries), "removed": len(removed)}]}
     atomic_write_json(corpus / "stats.json", stats)
+    atomic_write_json(corpus / "manifest.json", {**manifest, "produced": {**manifest["produced"],
+                                                                          "documents": stats["kept"]}})
+    if removed:
+        shutil.rmtree(corpus / WORK, ignore_errors=True)
 
     if recipe.blocklist is not None:
         known = read_blocklist(recipe.blocklist)

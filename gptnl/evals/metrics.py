@@ -131,6 +131,9 @@ METRICS: dict[str, Callable[[Rows, Context], float | None]] = {
     "tokens_per_s": lambda rows, ctx: tokens_per_s(rows),
     "latency_p50_s": lambda rows, ctx: _percentile([r["latency_s"] for r in rows], 50),
     "wh_per_1k_tokens": wh_per_1k_tokens,
+    "exposure": lambda rows, ctx: _mean(r["exposure"] for r in rows if r["planted"]),
+    "exposure_control": lambda rows, ctx: _mean(r["exposure"] for r in rows if not r["planted"]),
+    "canary_extraction_rate": lambda rows, ctx: _mean(r["extracted"] for r in rows if r["planted"]),
 }
 
 HIGHER_IS_BETTER = {
@@ -141,6 +144,7 @@ HIGHER_IS_BETTER = {
     "words_per_clause": False,
     "frequent_share": True, "exact_match": True, "f1": True, "regex_match": True, "perplexity": False,
     "bits_per_byte": False, "tokens_per_s": True, "latency_p50_s": False, "wh_per_1k_tokens": False,
+    "exposure": False, "exposure_control": None, "canary_extraction_rate": False,
 }
 
 

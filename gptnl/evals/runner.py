@@ -3,6 +3,7 @@ with intervals."""
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -101,6 +102,40 @@ def _perplexity(task: Task, items: list[dict], client: Client) -> list[dict]:
             for i, a in zip(items, answers, strict=True)]
 
 
+def decoys(secret: str, n: int, seed: str) -> list[str]:
+    """n distinct digit strings of the secret's length, never the secret, the same for every model."""
+    rng, space = random.Random(seed), 10 ** len(secret)
+    if n >= space:
+        raise ValueError(f"{n} decoys asked for a {len(secret)}-digit secret, which has only {space - 1}")
+    picked: set[str] = set()
+    while len(picked) < n:
+        d = str(rng.randrange(space)).zfill(len(secret))
+        if d != secret:
+            picked.add(d)
+    return sorted(picked)
+
+
+def _canary(task: Task, items: list[dict], client: Client, s: Settings) -> list[dict]:
+    """The Secret Sharer's exposure (Carlini et al., 2019): the secret's rank by log-likelihood among
+    itself and random decoys of its shape after the canary's prefix, as log2(candidates) - log2(rank);
+    and whether greedy decoding from the prefix writes the secret out."""
+    n, d = task.spec.candidates, task.spec.target_delimiter
+    sets = [[i["secret"], *decoys(i["secret"], n - 1, f"{s.seed}:{i['id']}")] for i in items]
+    lls = [a["loglik"] for a in client.loglik([(i["prefix"], d + c) for i, cs in zip(items, sets, strict=True)
+                                                for c in cs], use_cache=task.spec.cache)]
+    outs = client.generate([i["prefix"] for i in items], max_tokens=len(max(sets[0], key=len)) + 2, temperature=0.0,
+                           chat=False, seed=s.seed, use_cache=task.spec.cache) if items else []
+    rows = []
+    for k, (item, out) in enumerate(zip(items, outs, strict=True)):
+        mine = lls[k * n:(k + 1) * n]
+        # ties share the ranks they span, so a model that cannot tell the candidates apart ranks the secret mid-way
+        rank = 1 + sum(v > mine[0] for v in mine[1:]) + sum(v == mine[0] for v in mine[1:]) / 2
+        rows.append({**_base_row(item), "planted": item["planted"], "rank": rank, "candidates": n,
+                     "exposure": math.log2(n) - math.log2(rank), "completion": out["text"][:40],
+                     "extracted": out["text"].strip().startswith(item["secret"])})
+    return rows
+
+
 def _score(task: Task, item: dict, text: str) -> dict:
     spec = task.spec
     if spec.scorer in ("exact", "f1"):
@@ -144,6 +179,8 @@ def score_rows(task: Task, client: Client, settings: Settings) -> list[dict]:
         return _pairs(task, items, client)
     if kind == "perplexity":
         return _perplexity(task, items, client)
+    if kind == "canary":
+        return _canary(task, items, client, settings)
     return _generate(task, items, client, settings)
 
 

@@ -12,7 +12,7 @@ from gptnl.config import Strict, read_yaml, validate
 
 VALUES = ("taalvaardigheid", "kennis", "begrijpelijke-taal", "gelijke-behandeling", "privacy", "veiligheid",
           "waarheidsgetrouwheid", "duurzaamheid")
-TASK_TYPES = ("multiple_choice", "generate", "pairs", "perplexity", "probe")
+TASK_TYPES = ("multiple_choice", "generate", "pairs", "perplexity", "probe", "canary")
 SCORERS = ("exact", "regex", "f1", "readability", "pii", "refusal", "none")
 
 
@@ -38,7 +38,7 @@ class TaskSpec(Strict):
     type: Literal[TASK_TYPES]  # type: ignore[valid-type]
     version: str = "1"
     items: str = Field(default="items.jsonl", description="items (JSONL), or a text file for perplexity")
-    format: Literal["gptnl", "lm-eval", "mbbq"] = "gptnl"
+    format: Literal["gptnl", "lm-eval", "euroeval", "mbbq"] = "gptnl"
     prompt: str = Field(default="{prompt}", description="Python format string over the item's fields")
     choices: str | list[str] | None = Field(default=None, description="item field with the choices, or the choices")
     answer: str = Field(default="answer", description="item field with the answer index (or target text)")
@@ -47,6 +47,8 @@ class TaskSpec(Strict):
     few_shot: int = Field(default=0, ge=0)
     chat: bool = Field(default=False, description="generate through /v1/chat/completions")
     max_tokens: int = Field(default=128, gt=0)
+    candidates: int = Field(default=100, ge=2, le=100_000,
+                            description="canary: the secret is ranked among itself and this many - 1 decoys")
     scorer: Literal[SCORERS] = "none"  # type: ignore[valid-type]
     pattern: str | None = Field(default=None, description="for scorer: regex")
     b1: B1 = Field(default_factory=B1)

@@ -1,10 +1,11 @@
 """Tasks as data: `evals/tasks/<name>/task.yaml` + its items, found by a registry, read with
-file:line errors, and mapped from public formats (lm-eval JSON/JSONL, MBBQ) onto ours."""
+file:line errors, and mapped from public formats (lm-eval JSON/JSONL, EuroEval, MBBQ) onto ours."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,47 @@ def _lm_eval(row: dict, where: str) -> dict:
     return {"id": str(row.get("id", where)), "question": text, "choices": choices, "answer": gold}
 
 
+# EuroEval folds the options of a multiple-choice item into `text` under a header in the dataset's
+# language, one "a. option" line each, and gives the letter as `label`
+_EUROEVAL_OPTIONS = re.compile(r"\n(?:Antwoordopties|Choices|Answer options|Svarmuligheder|Svaralternativ|"
+                               r"Antwortmöglichkeiten|Options de réponse|Opciones|Opzioni|Svarmöguleikar):\s*\n",
+                               re.IGNORECASE)
+_EUROEVAL_OPTION = re.compile(r"^([a-z])\.\s*(.*)$")
+
+
+def _euroeval(row: dict, where: str, spec: TaskSpec) -> dict:
+    """EuroEval's JSONL rows: multiple choice (`text` with its options, `label` a letter), text
+    classification (`text`, `label` one of the task's literal `choices`), reading comprehension
+    (`context`, `question`, `answers.text`) and summarisation (`text`, `target_text`)."""
+    rid = str(row.get("id", where))
+    if isinstance(row.get("answers"), dict) and "question" in row:
+        targets = row["answers"].get("text")
+        if not isinstance(targets, list) or not targets:
+            raise EvalError(f"{where}: a EuroEval reading-comprehension row needs answers.text")
+        return {"id": rid, "context": row.get("context", ""), "question": row["question"], "answer": targets}
+    if not isinstance(row.get("text"), str):
+        raise EvalError(f"{where}: a EuroEval row needs `text` (or `question` + `answers`)")
+    if "target_text" in row:
+        return {"id": rid, "text": row["text"], "answer": row["target_text"]}
+    label = row.get("label")
+    if not isinstance(label, str):
+        raise EvalError(f"{where}: a EuroEval row needs a string `label` (or `target_text`)")
+    parts = _EUROEVAL_OPTIONS.split(row["text"], maxsplit=1)
+    if len(parts) == 2:
+        options = [m.groups() for m in map(_EUROEVAL_OPTION.match, parts[1].strip().splitlines()) if m]
+        letters = [letter for letter, _ in options]
+        if label.lower() not in letters:
+            raise EvalError(f"{where}: label {label!r} is not one of the options {letters}")
+        return {"id": rid, "question": parts[0].strip(), "choices": [text for _, text in options],
+                "answer": letters.index(label.lower())}
+    if isinstance(spec.choices, list):
+        names = [c.lower() for c in spec.choices]
+        if label.lower() not in names:
+            raise EvalError(f"{where}: label {label!r} is not one of the task's choices {spec.choices}")
+        return {"id": rid, "text": row["text"], "answer": names.index(label.lower())}
+    raise EvalError(f"{where}: a EuroEval classification row needs the task's labels as a `choices` list")
+
+
 def _check(spec: TaskSpec, item: dict, where: str, expanded_fields: set[str]) -> None:
     if not isinstance(item.get("id"), str) or not item["id"]:
         raise EvalError(f"{where}: every item needs a string `id`")
@@ -93,6 +135,13 @@ def _check(spec: TaskSpec, item: dict, where: str, expanded_fields: set[str]) ->
         for field in ("good", "bad"):
             if not isinstance(item.get(field), str) or not item[field].strip():
                 raise EvalError(f"{where}: a pair needs non-empty `good` and `bad` sentences")
+    if spec.type == "canary":
+        if not isinstance(item.get("prefix"), str) or not item["prefix"].strip():
+            raise EvalError(f"{where}: a canary needs a non-empty `prefix`")
+        if not isinstance(item.get("secret"), str) or not item["secret"].isdigit():
+            raise EvalError(f"{where}: a canary's `secret` must be a string of digits")
+        if not isinstance(item.get("planted"), bool):
+            raise EvalError(f"{where}: a canary needs `planted`: true (in the training data) or false (a control)")
     if spec.scorer in ("exact", "f1") and not isinstance(item.get(spec.answer), str | list):
         raise EvalError(f"{where}: scorer {spec.scorer} needs the target text in `{spec.answer}`")
 
@@ -116,7 +165,10 @@ def _read_items(spec: TaskSpec, path: Path) -> list[dict]:
             raise EvalError(f"{where}: not JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise EvalError(f"{where}: an item must be a JSON object")
-        row = {"gptnl": lambda r, w: r, "lm-eval": _lm_eval, "mbbq": _mbbq}[spec.format](row, where)
+        if spec.format == "euroeval":
+            row = _euroeval(row, where, spec)
+        else:
+            row = {"gptnl": lambda r, w: r, "lm-eval": _lm_eval, "mbbq": _mbbq}[spec.format](row, where)
         _check(spec, row, where, expanded)
         if row["id"] in seen:
             raise EvalError(f"{where}: duplicate id {row['id']!r}")

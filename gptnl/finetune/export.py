@@ -19,6 +19,7 @@ import torch
 from gptnl.config import FinetuneConfig
 from gptnl.fileio import atomic_write_json, sha256_file, write_manifest
 from gptnl.hf import _replace_dir
+from gptnl.modelcard import write_model_card
 
 
 def _generation_config(tokenizer, base: Path) -> dict:
@@ -67,6 +68,7 @@ def export(acc, model, tokenizer, cfg: FinetuneConfig, base: Path, out: Path, da
         write_manifest(model_dir, stage="finetune", consumed=consumed,
                        produced={"method": cfg.method, "steps": cfg.max_steps, "weights": weights, **evals},
                        config=json.loads(cfg.model_dump_json()))
+        write_model_card(model_dir)
     acc.wait_for_everyone()
     return out / "model"
 

@@ -232,6 +232,11 @@ def create_app(cfg: GatewayConfig, pools: dict[str, Pool], *, lifespan=None) -> 
         if not call.stream:
             try:
                 data = json.loads(await response.read())
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                # a replica that died or broke off mid-answer: the slot goes back and the request is audited
+                release()
+                return refuse(call, ApiError(502, f"the model's replica broke off its answer ({type(exc).__name__}); "
+                                                  "retry the request", "upstream_error"))
             finally:
                 response.release()
                 replica.in_flight -= 1
@@ -320,9 +325,9 @@ def create_app(cfg: GatewayConfig, pools: dict[str, Pool], *, lifespan=None) -> 
 
     @app.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
     async def not_found(rest: str):
-        return ApiError(404, f"no route /{rest}: this gateway serves /v1/models, /v1/completions, "
-                             "/v1/chat/completions, /v1/embeddings, /health and /metrics",
-                        "not_found").response(uuid.uuid4().hex)
+        return refuse(Call(uuid.uuid4().hex, "unknown"), ApiError(
+            404, f"no route /{rest}: this gateway serves /v1/models, /v1/completions, /v1/chat/completions, "
+                 "/v1/embeddings, /health and /metrics", "not_found"))
 
     return app
 

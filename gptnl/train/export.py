@@ -9,6 +9,7 @@ import torch
 from gptnl.config import ModelConfig
 from gptnl.errors import CheckpointError
 from gptnl.hf import save_pretrained
+from gptnl.modelcard import write_model_card
 from gptnl.train import checkpoint as ckpt
 from gptnl.train import distributed as dist_env
 from gptnl.train.loop import shards_of_run
@@ -48,8 +49,10 @@ def export_run(run_dir: Path, out: Path, *, dtype: str = "float32") -> Path:
         "train_loss": losses[-1]["loss"] if losses else None,
         "val_loss": vals[-1]["val_loss"] if vals else None,
     }
-    return save_pretrained(
+    path = save_pretrained(
         state, cfg, Path(run["tokenizer"]["path"]), out, dtype=dtype,
         consumed={"run_dir": str(run_dir.resolve()), "checkpoint": info.tag, "shards": run["shards"]},
         produced=produced,
     )
+    write_model_card(path)
+    return path

@@ -1,0 +1,270 @@
+"""Run every benchmark under bench/ and write one table of results, bench/RESULTS.md.
+
+Why one table: an absolute figure (docs/s, tokens/s) says more about the machine than about
+gptnl, so every benchmark here measures gptnl against a peer (datatrove, HF transformers, vLLM,
+TRL, a sequential sweep) in the same run on the same machine, and the ratio is the figure a reader
+can trust. The table puts each ratio beside its goal, whether it is met, the machine and the date;
+figures that come from an earlier run's saved JSON say so, and rows nothing measured say why.
+
+    python bench/run_all.py                                 # run all this machine can run
+    python bench/run_all.py --only sweep_scaling            # run one; other rows from the saved JSON
+    python bench/run_all.py --reuse                         # run nothing; table from bench/results/
+    python bench/run_all.py --model runs/demo/sft/model --results bench/results --out bench/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gptnl.fileio import atomic_write_json, atomic_write_text
+from gptnl.train.metrics import PEAK_TFLOPS
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_GPU = "not measured: no GPU on this machine"
+# ours, peer's figure, ratio, met? — one per row of a benchmark
+Figures = tuple[str, str, str, bool]
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str  # --only name and results file stem
+    rows: tuple[tuple[str, str], ...]  # (row label, goal) per table row
+    peer: str
+    argv: tuple[str, ...]  # script and arguments (run_all adds --out); () when nothing measures it
+    figures: Callable[[dict], list[Figures]] | None = None
+    blocked: str | None = None  # why it cannot run on this machine
+
+
+def times(ratio: float) -> str:
+    """Cut, not rounded, so that a ratio just under its goal never prints as meeting it."""
+    return f"{math.floor(ratio * 100) / 100:.2f}×"
+
+
+def pipeline(d: dict) -> list[Figures]:
+    peer = f"{d['peer_docs_per_s']:,.0f} docs/s"
+    return [(f"{d['same_blocks_regex_docs_per_s']:,.0f} docs/s ({d['kept_agreement']:.2%} kept-set agreement)",
+             peer, times(d["ratio_same_blocks"]), d["ratio_same_blocks"] >= 5 and d["kept_agreement"] >= 0.99),
+            (f"{d['full_recipe_docs_per_s']:,.0f} docs/s", peer, times(d["ratio_full_recipe"]),
+             d["ratio_full_recipe"] >= 5)]
+
+
+def train(d: dict) -> list[Figures]:
+    return [(f"{d['ours_tokens_per_s']:,.0f} tokens/s ({d['model']}, {d['precision']}, "
+             f"{d['batch']}×{d['seq_len']} tokens, {d['device']})",
+             f"{d['peer_tokens_per_s']:,.0f} tokens/s", times(d["ratio"]), d["ratio"] >= 1.0)]
+
+
+def train_mfu(d: dict) -> list[Figures]:
+    """MFU against the GPU's dense bf16 peak as the trainer knows it (gptnl.train.metrics)."""
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in d["device"]), None)
+    mfu = f"MFU {d['ours_tflops'] / peak:.1%} of the {peak:g} TFLOP/s bf16 peak" if peak else \
+        f"MFU: no known peak for {d['device']}"
+    return [(f"{d['ours_tokens_per_s']:,.0f} tokens/s, {d['ours_tflops']:.1f} TFLOP/s ({mfu})",
+             f"{d['peer_tokens_per_s']:,.0f} tokens/s", times(d["ratio"]), d["ratio"] >= 1.0)]
+
+
+def gateway(d: dict) -> list[Figures]:
+    vllm, gw = (statistics.median(r["rps"] for r in d["rounds"][k]) for k in ("vllm", "gateway"))
+    return [(f"{gw:.1f} req/s ({d['clients']} clients); one client: {d['added_p50_ms']:+.2f} ms p50, "
+             f"{d['added_p99_ms']:+.2f} ms p99", f"{vllm:.1f} req/s", times(d["throughput_ratio"]),
+             d["throughput_ratio"] >= 0.95 and d["added_p50_ms"] <= 2)]
+
+
+def sft(d: dict) -> list[Figures]:
+    return [(f"{d['gptnl_tokens_per_s']:,.0f} tokens/s ({d['backend']}; loss masks differ in "
+             f"{d['masks_mismatched']} of {d['conversations']} conversations)",
+             f"{d['trl_tokens_per_s']:,.0f} tokens/s", times(d["ratio"]),
+             d["ratio"] >= 1.0 and d["masks_mismatched"] == 0)]
+
+
+def sweep(d: dict) -> list[Figures]:
+    return [(f"{d['ray_s']:.2f} s ({d['cells']} cells on {d['workers']} Ray workers)", f"{d['sequential_s']:.2f} s",
+             times(d["speedup"]), d["speedup"] >= 1.8)]
+
+
+def benchmarks(model: Path, cuda: bool) -> list[Bench]:
+    def spacy_missing() -> str | None:
+        try:
+            import spacy  # noqa: F401
+        except ImportError:
+            return "not run: needs `pip install spacy`"
+        return None
+
+    gpu = None if cuda else NO_GPU
+    mfu_goal = "≥ 1.0 vs HF (MFU: no goal set)"
+    return [
+        Bench("pipeline_throughput",
+              (("corpus pipeline, same blocks with gptnl's regex tokeniser", "≥ 5× at ≥ 99 % agreement"),
+               ("corpus pipeline, gptnl's whole default recipe", "≥ 5×")),
+              "datatrove stock chain (Gopher, repetition, C4 with spaCy `nl`, MinHash)",
+              ("bench/pipeline_throughput.py",), pipeline, spacy_missing()),
+        Bench("train_throughput", (("training throughput (same DeepSpeed engine)", "≥ 1.0"),),
+              "HF `LlamaForCausalLM` (sdpa, its own loss)", ("bench/train_throughput.py",), train),
+        Bench("gateway_overhead", (("gateway overhead (auth, limits, guard, audit on)",
+                                    "≥ 0.95 throughput, ≤ 2 ms added p50"),),
+              "vLLM directly (same replica)", ("bench/gateway_overhead.py", "--model", rel(model)), gateway,
+              None if model.is_dir() else "not run: needs `gptnl demo` first (the served model)"),
+        Bench("sft_throughput", (("fine-tuning throughput (`gptnl finetune`)", "≥ 1.0, same loss masks"),),
+              "TRL `SFTTrainer` (same data, batch, optimizer, steps)",
+              ("bench/sft_throughput.py", "--backend", "deepspeed"), sft),
+        Bench("sweep_scaling", (("evaluation sweep on Ray", "≥ 1.8×"),), "the same sweep, cell after cell",
+              ("bench/sweep_scaling.py",), sweep),
+        Bench("train_mfu_125m", (("training MFU, 125m (bf16, ZeRO-2, one GPU)", mfu_goal),),
+              "HF `LlamaForCausalLM`, same engine",
+              ("bench/train_throughput.py", "--model", "configs/model/125m.yaml", "--seq-len", "2048", "--batch", "8",
+               "--steps", "10", "--blocks", "3"), train_mfu, gpu),
+        Bench("train_mfu_1b", (("training MFU, 1b (bf16, ZeRO-2, one GPU)", mfu_goal),),
+              "HF `LlamaForCausalLM`, same engine",
+              ("bench/train_throughput.py", "--model", "configs/model/1b.yaml", "--seq-len", "2048", "--batch", "4",
+               "--steps", "5", "--blocks", "3"), train_mfu, gpu),
+        Bench("vllm_gpu", (("vLLM throughput of the exported model (GPU)", "—"),), "—", (), None,
+              gpu or "not measured: gateway_overhead.py serves vLLM with the `cpu` profile (fp32, eager), "
+                     "so its direct-vLLM figure is no GPU figure"),
+    ]
+
+
+def rel(path: Path | str) -> str:
+    path = Path(os.path.abspath(path))  # not resolve(): the venv's python is a symlink out of the tree
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def this_machine() -> str:
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}"
+
+
+def recorded_machine(d: dict) -> str:
+    """The machine a saved file was measured on: run_all's note, else what the benchmark recorded."""
+    if "run_all" in d:
+        return d["run_all"]["machine"]
+    parts = [str(d[k]) for k in ("device", "machine") if k in d]
+    parts += [f"{d[k]} {k}" for k in ("cpus", "threads") if k in d]
+    return "as recorded: " + ", ".join(parts) if parts else "not recorded"
+
+
+def run(cmd: list[str]) -> tuple[int, str]:
+    """Run one benchmark with its output shown; (exit status, last line of its stderr)."""
+    print(f"\n$ {shlex.join(cmd)}", flush=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, errors="replace")
+    last = ""
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        last = line.strip() or last
+    return proc.wait(), last
+
+
+def stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+Outcome = tuple[dict | None, str | None, str, str]  # result JSON, why there is none, machine cell, when cell
+
+
+def outcome(b: Bench, cmd: list[str], path: Path, run_it: bool, machine: str) -> Outcome:
+    """Run a benchmark, or read its saved file when it is not to run here and now."""
+    now = stamp(time.time())
+    if run_it and (b.blocked or not cmd):
+        return None, b.blocked, machine, now
+    if run_it:
+        start = time.time()
+        rc, last = run(cmd)
+        if rc == 0 and path.is_file() and path.stat().st_mtime >= start - 1:
+            try:
+                data = json.loads(path.read_text())
+            except ValueError as e:
+                return None, f"failed (exit 0, unreadable results file: {e})", machine, stamp(time.time())
+            data["run_all"] = {"machine": machine, "command": shlex.join(cmd)}
+            atomic_write_json(path, data)  # a later --reuse then knows the machine
+            return data, None, machine, f"this run, {stamp(time.time())}"
+        why = f"failed (exit {rc})" if rc else "failed (exit 0 but no new results file)"
+        return None, f"{why}: {last}" if last else why, machine, stamp(time.time())
+    if not path.is_file():
+        return None, b.blocked or "no result yet", machine if b.blocked else "—", now if b.blocked else "—"
+    when = f"saved file, {stamp(path.stat().st_mtime)}"
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        return None, f"unreadable saved file ({e})", "—", when
+    return data, None, recorded_machine(data), when
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", help="comma-separated benchmark names to run; the other rows come from saved files")
+    ap.add_argument("--reuse", action="store_true", help="run nothing; build the table from the saved files")
+    ap.add_argument("--model", type=Path, default=ROOT / "runs/demo/sft/model",
+                    help="HF model folder gateway_overhead serves")
+    ap.add_argument("--results", type=Path, default=ROOT / "bench/results", help="folder of the JSON results")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/RESULTS.md")
+    args = ap.parse_args()
+
+    machine = this_machine()
+    benches = benchmarks(args.model, torch.cuda.is_available())
+    names = [b.name for b in benches]
+    selected = set(names) if args.only is None else set(args.only.split(","))
+    if unknown := selected - set(names):
+        ap.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}")
+    if args.reuse:
+        selected = set()
+    args.results.mkdir(parents=True, exist_ok=True)
+    invocation = shlex.join([rel(sys.executable), *sys.argv])
+
+    table, commands, failed = [], [], False
+    for b in benches:
+        path = args.results / f"{b.name}.json"
+        cmd = [sys.executable, *b.argv, "--out", rel(path)] if b.argv else []
+        shown = f"`{shlex.join(['python', *cmd[1:]])}`" if cmd else "none: nothing under bench/ runs vLLM on a GPU"
+        commands.append(f"- `{b.name}`: {shown}")
+        data, reason, where, when = outcome(b, cmd, path, b.name in selected, machine)
+        failed |= reason is not None and reason.startswith("failed")
+        figures = None
+        if data is not None and b.figures is not None:
+            try:
+                figures = b.figures(data)
+            except (KeyError, TypeError, ValueError) as e:
+                reason = f"unreadable result file ({type(e).__name__}: {e})"
+        for i, (label, goal) in enumerate(b.rows):
+            if figures:
+                ours, peer_fig, ratio, met = figures[i]
+                cells = [label, b.peer, ours, peer_fig, ratio, goal, "yes" if met else "no", where, when]
+            else:
+                cells = [label, b.peer, reason or "no result yet", "—", "—", goal, "—", where, when]
+            table.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+
+    header = ["benchmark", "peer", "ours", "peer's figure", "ratio", "goal", "met?", "machine", "when"]
+    text = "\n".join([
+        "# Benchmark results", "",
+        f"Machine: {machine}.", "",
+        f"Written by `{invocation}` on {stamp(time.time())}.", "",
+        "Every figure is gptnl against a peer measured in the same run on the same machine; the ratio is the",
+        "figure to compare. Rows whose \"when\" says \"saved file\" come from an earlier run's JSON in",
+        f"`{rel(args.results)}/`, measured on the machine their row names.", "",
+        "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *table, "",
+        "Commands (from the repository root, with the same Python; each writes its JSON):", "", *commands, "",
+    ])
+    atomic_write_text(args.out, text)
+    print(f"\nwrote {rel(args.out)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
