@@ -4,11 +4,14 @@ against the real served tiny model (vLLM on CPU behind the gateway)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -213,3 +216,39 @@ def test_canary_exposure_finds_what_a_model_memorised(sample_tokenizer, tmp_path
     m = {k: v["value"] for k, v in record["metrics"].items()}
     assert record["metrics"]["exposure"]["n"] == 24 and m["exposure"] > 5.5, m  # log2(100) = 6.64 at most
     assert m["exposure_control"] < 3 and m["canary_extraction_rate"] >= 0.5, m
+
+
+def test_a_sweep_on_a_ray_cluster_serves_local_exports_to_every_node(tiny_base, tmp_path):
+    """`gptnl eval sweep --address`: a Ray cluster started with `ray start --head` (as the Slurm
+    template starts it), a local export served for the run. The gateway listens on every interface
+    and the cells ask it at this node's address, not 127.0.0.1, which a worker on another node could
+    not reach. One machine stands in for the cluster: a second node cannot exist here, so what is
+    shown is that the cells use the advertised address and get answers through it."""
+    from gptnl.serving.replicas import free_port
+
+    port = free_port()
+    token = tmp_path / "ray-token"  # as the Slurm template joins its nodes: token authentication
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    ray = str(Path(sys.executable).parent / "ray")  # the environment's own Ray command
+    head = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                           "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=180,
+                          cwd=tmp_path)
+    assert head.returncode == 0, head.stderr[-2000:]
+    try:
+        (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"name": "een", "tasks": ["taalvaardigheid"],
+                                                            "tasks_dir": str(ROOT / "evals" / "tasks")}))
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+            "suite": "suite.yaml", "settings": [{"name": "kort", "limit": 3}],
+            "models": {"tiny": {"path": str(tiny_base)}}}))
+        run = gptnl("eval", "sweep", str(tmp_path / "sweep.yaml"), "--results", str(tmp_path / "results"),
+                    "--address", f"127.0.0.1:{port}", env={**env, "COLUMNS": "200"})
+        assert run.returncode == 0, run.stderr[-3000:]
+        served_at = re.search(r"serving tiny at http://([\d.]+):(\d+)/v1", run.stdout + run.stderr)
+        assert served_at and served_at.group(1) != "127.0.0.1", run.stdout[-2000:]
+        assert yaml.safe_load((tmp_path / "results" / "serving" / "gateway.yaml").read_text())["host"] == "0.0.0.0"
+        (record,) = res.read(tmp_path / "results" / "results.jsonl")
+        assert record["metrics"]["accuracy"]["n"] == 3 and record["timings"]["requests"] > 0
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)

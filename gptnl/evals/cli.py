@@ -79,7 +79,11 @@ def sweep(
     names, tasks_dir, info = _suite_info((spec.parent / sw.suite).resolve())
     models = {n: m.model_copy(update={"path": str((spec.parent / m.path).resolve())}) if m.path else m
               for n, m in sw.models.items()}
-    with endpoints(models, results, api_key) as eps:
+    with endpoints(models, results, api_key, reachable=address is not None) as eps:
+        # on a cluster, local exports are served from this node to every node's workers
+        for name, ep in eps.items():
+            if ep.info.endpoint.startswith("local:"):
+                console.print(f"[dim]serving {name} at {ep.base_url}", soft_wrap=True)
         cells = plan(names, tasks_dir, eps, sw.settings)
         execute(cells, tasks_dir, eps, info, results, concurrency=sw.concurrency, retries=sw.retries,
                 use_ray=True, address=address, console=console)

@@ -19,11 +19,26 @@ from gptnl.errors import GptnlError
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def node_address() -> str:
+    """This machine's address as the other nodes of a cluster reach it (Ray's own choice when Ray is
+    installed: the address its nodes use to talk to each other)."""
+    try:
+        from ray.util import get_node_ip_address
+
+        return get_node_ip_address()
+    except ImportError:
+        import socket
+
+        return socket.gethostbyname(socket.gethostname())
+
+
 @contextmanager
 def served(models: dict[str, Path], workdir: Path, *, key_name: str = "eval", rpm: int = 100000,
-           tpm: int = 100000000, max_model_len: int = 1024, timeout_s: float = 900) -> Iterator[tuple[str, str]]:
+           tpm: int = 100000000, max_model_len: int = 1024, timeout_s: float = 900,
+           reachable: bool = False) -> Iterator[tuple[str, str]]:
     """Start `gptnl serve` for `models` ({served name: HF dir}); yields (base URL, API key) and stops
-    the gateway and its replicas on exit."""
+    the gateway and its replicas on exit. `reachable`: the gateway listens on every interface and
+    the URL names this node's address, so that workers on other nodes can ask it (the key guards it)."""
     import httpx
     import yaml
 
@@ -41,7 +56,8 @@ def served(models: dict[str, Path], workdir: Path, *, key_name: str = "eval", rp
     port = free_port()
     config = workdir / "gateway.yaml"
     config.write_text(yaml.safe_dump({
-        "port": port, "keys": "keys.json", "audit": "audit.jsonl", "logs": "logs",
+        "host": "0.0.0.0" if reachable else "127.0.0.1", "port": port,
+        "keys": "keys.json", "audit": "audit.jsonl", "logs": "logs",
         "profiles": str(ROOT / "serving" / "profiles"),
         "models": {name: {"path": str(Path(path).resolve()), "max_tokens": 512, "max_model_len": max_model_len,
                           "replicas": 1, "profile": "cpu"} for name, path in models.items()}}))
@@ -72,7 +88,7 @@ def served(models: dict[str, Path], workdir: Path, *, key_name: str = "eval", rp
             if time.monotonic() > deadline:
                 raise GptnlError(f"the gateway did not become healthy in {timeout_s:.0f} s; see {workdir}/logs")
             time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1", key
+        yield f"http://{node_address() if reachable else '127.0.0.1'}:{port}/v1", key
     finally:
         gateway.send_signal(signal.SIGTERM)
         try:

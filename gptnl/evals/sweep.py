@@ -54,8 +54,10 @@ def _fingerprint(path: Path) -> str:
 
 
 @contextmanager
-def endpoints(models: dict[str, ModelRef], workdir: Path, api_key: str | None = None) -> Iterator[dict[str, Endpoint]]:
-    """Every model as an endpoint; local exports are served together for as long as this lasts."""
+def endpoints(models: dict[str, ModelRef], workdir: Path, api_key: str | None = None, *,
+              reachable: bool = False) -> Iterator[dict[str, Endpoint]]:
+    """Every model as an endpoint; local exports are served together for as long as this lasts
+    (`reachable`: from the other nodes of a Ray cluster too)."""
     from gptnl.evals.client import Client
     from gptnl.evals.local import served
 
@@ -66,7 +68,7 @@ def endpoints(models: dict[str, ModelRef], workdir: Path, api_key: str | None = 
             for name, path in local.items():
                 if not path.is_dir():
                     raise EvalError(f"model {name}: {path} is not a directory")
-            base, key = stack.enter_context(served(local, workdir / "serving"))
+            base, key = stack.enter_context(served(local, workdir / "serving", reachable=reachable))
             for name, path in local.items():
                 out[name] = Endpoint(res.ModelInfo(name=name, endpoint=f"local:{path.resolve()}", model_id=name,
                                                    fingerprint=_fingerprint(path)), base, key)
