@@ -123,8 +123,9 @@ def _canary(task: Task, items: list[dict], client: Client, s: Settings) -> list[
     sets = [[i["secret"], *decoys(i["secret"], n - 1, f"{s.seed}:{i['id']}")] for i in items]
     lls = [a["loglik"] for a in client.loglik([(i["prefix"], d + c) for i, cs in zip(items, sets, strict=True)
                                                 for c in cs], use_cache=task.spec.cache)]
-    outs = client.generate([i["prefix"] for i in items], max_tokens=len(max(sets[0], key=len)) + 2, temperature=0.0,
-                           chat=False, seed=s.seed, use_cache=task.spec.cache) if items else []
+    # room for a leading space and the full stop after the longest secret
+    outs = client.generate([i["prefix"] for i in items], max_tokens=max(len(i["secret"]) for i in items) + 2,
+                           temperature=0.0, chat=False, seed=s.seed, use_cache=task.spec.cache) if items else []
     rows = []
     for k, (item, out) in enumerate(zip(items, outs, strict=True)):
         mine = lls[k * n:(k + 1) * n]
