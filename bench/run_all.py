@@ -192,7 +192,7 @@ def outcome(b: Bench, cmd: list[str], path: Path, run_it: bool, machine: str) ->
                 data = json.loads(path.read_text())
             except ValueError as e:
                 return None, f"failed (exit 0, unreadable results file: {e})", machine, stamp(time.time())
-            data["run_all"] = {"machine": machine, "command": shlex.join(cmd)}
+            data["run_all"] = {"machine": machine, "command": shlex.join(["python", *cmd[1:]])}
             atomic_write_json(path, data)  # a later --reuse then knows the machine
             return data, None, machine, f"this run, {stamp(time.time())}"
         why = f"failed (exit {rc})" if rc else "failed (exit 0 but no new results file)"
