@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROWS = [
     "corpus pipeline, same blocks with gptnl's regex tokeniser",
     "corpus pipeline, gptnl's whole default recipe",
