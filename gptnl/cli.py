@@ -355,12 +355,16 @@ slurm_app.add_typer(submit_app, name="submit")
 def slurm_submit_train(
     config: Path = typer.Argument(..., help="Training config YAML."),
     cluster: Path = typer.Option(..., "--cluster", help="Cluster profile (slurm/clusters/*.yaml)."),
-    run_dir: Path = typer.Option(..., "--run-dir", help="Run dir on the cluster's shared filesystem."),
+    run_dir: Path = typer.Option(None, "--run-dir", help=(
+        "Run dir on the cluster's shared filesystem (default: the profile's scratch/<config name>).")),
     nodes: int = typer.Option(1, "--nodes"),
     time: str = typer.Option(None, "--time", help="Time limit (default: the profile's), e.g. 5-00:00:00."),
     partition: str = typer.Option(None, "--partition", help="Default: the profile's train partition."),
     gpus_per_node: int = typer.Option(None, "--gpus-per-node", help="Default: all GPUs of a node."),
     max_steps: int = typer.Option(None, "--max-steps", help="Overrides max_steps."),
+    universal: bool = typer.Option(False, "--universal", help=(
+        "The first run resumes from the converted universal checkpoint (another node count); requeued "
+        "runs resume from their own checkpoints.")),
     grace: int = typer.Option(None, "--grace", help=(
         "Seconds before the time limit to checkpoint and requeue (default: the profile's); 0: no warning "
         "signal, the job ends TIMEOUT after a checkpoint on Slurm's SIGTERM.")),
@@ -371,13 +375,14 @@ def slurm_submit_train(
     from gptnl.slurm.submit import render_train, sbatch
 
     job = render_train(config, cluster, run_dir=run_dir, nodes=nodes, time=time, partition=partition,
-                       gpus_per_node=gpus_per_node, max_steps=max_steps, grace_s=grace, max_restarts=max_restarts)
+                       gpus_per_node=gpus_per_node, max_steps=max_steps, grace_s=grace, max_restarts=max_restarts,
+                       universal=universal)
     if dry_run:
         print(job.script, end="")
         return
     job_id = sbatch(job)
     print(job_id)
-    typer.echo(f"submitted job {job_id}; logs in {job.logs}, checkpoints in {Path(run_dir).resolve()}", err=True)
+    typer.echo(f"submitted job {job_id}; logs in {job.logs}, checkpoints in {job.logs.parent}", err=True)
 
 
 @submit_app.command("data")

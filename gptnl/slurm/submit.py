@@ -3,6 +3,7 @@ against the partition before anything is submitted; and status, logs and cancel 
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -82,11 +83,21 @@ def _common(cluster: ClusterProfile, s: Shape, nodes: int, logs: Path) -> dict:
                 env=[(k, shlex.quote(v)) for k, v in cluster.env.items()], python=shlex.quote(sys.executable))
 
 
-def render_train(config: Path, cluster_path: Path, *, run_dir: Path, nodes: int = 1, time: str | None = None,
-                 partition: str | None = None, gpus_per_node: int | None = None, max_steps: int | None = None,
-                 grace_s: int | None = None, max_restarts: int | None = None) -> Job:
+def default_run_dir(cluster: ClusterProfile, cluster_path: Path, config: Path) -> Path:
+    """The profile's `scratch` folder (with $USER and the like expanded) / the config's name."""
+    if not cluster.scratch:
+        raise GptnlError(f"--run-dir not given and {cluster_path} names no `scratch:` folder; pass --run-dir")
+    return Path(os.path.expandvars(os.path.expanduser(cluster.scratch))) / Path(config).stem
+
+
+def render_train(config: Path, cluster_path: Path, *, run_dir: Path | None = None, nodes: int = 1,
+                 time: str | None = None, partition: str | None = None, gpus_per_node: int | None = None,
+                 max_steps: int | None = None, grace_s: int | None = None, max_restarts: int | None = None,
+                 universal: bool = False) -> Job:
     """The training job script; refuses what the partition cannot give, naming the cause."""
     cluster = load_cluster(cluster_path)
+    if run_dir is None:
+        run_dir = default_run_dir(cluster, cluster_path, config)
     load_train_config(config)  # a config that does not validate is refused here, not in the job
     if cluster.train is None:
         raise GptnlError(f"{cluster_path}: no `train:` section (partition, time, tasks per node)")
@@ -102,7 +113,7 @@ def render_train(config: Path, cluster_path: Path, *, run_dir: Path, nodes: int 
         **_common(cluster, s, nodes, logs), name=f"gptnl-train-{run_dir.name}", grace_s=grace,
         omp_threads=s.cpus_per_task, config=shlex.quote(str(Path(config).resolve())),
         run_dir=shlex.quote(str(run_dir)), max_restarts=t.max_restarts if max_restarts is None else max_restarts,
-        train_args=f" --max-steps {max_steps}" if max_steps else "")
+        train_args=f" --max-steps {max_steps}" if max_steps else "", universal=universal)
     return Job(script, logs / "train.sbatch", logs)
 
 

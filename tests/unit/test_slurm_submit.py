@@ -1,0 +1,42 @@
+"""`gptnl slurm submit train` scripts rendered from the real templates and profiles (nothing submitted)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import ROOT
+
+from gptnl.errors import GptnlError
+from gptnl.slurm.submit import render_train
+
+CONFIG = ROOT / "configs" / "train" / "tiny-cpu.yaml"
+SNELLIUS = ROOT / "slurm" / "clusters" / "snellius.yaml"
+LOCAL = ROOT / "slurm" / "clusters" / "local.yaml"
+
+
+def test_run_dir_defaults_to_the_profiles_scratch(monkeypatch):
+    monkeypatch.setenv("USER", "jdoe")
+    job = render_train(CONFIG, SNELLIUS)
+    assert str(job.logs.parent) == "/scratch-shared/jdoe/gptnl/tiny-cpu"
+    assert "--run-dir /scratch-shared/jdoe/gptnl/tiny-cpu " in job.script
+
+
+def test_no_run_dir_and_no_scratch_is_refused():
+    with pytest.raises(GptnlError, match="names no `scratch:` folder; pass --run-dir"):
+        render_train(CONFIG, LOCAL)
+
+
+def test_universal_applies_to_the_first_run_only(tmp_path):
+    job = render_train(CONFIG, LOCAL, run_dir=tmp_path / "run", universal=True)
+    script = tmp_path / "job.sh"
+    script.write_text(job.script)
+    assert "${universal}" in job.script
+    # the guard line itself, run as bash would on the first run and on a requeued one
+    guard = next(line for line in job.script.splitlines() if line.startswith("[ \"${SLURM_RESTART_COUNT"))
+    for restarts, expect in (("0", " --universal"), ("2", "")):
+        out = subprocess.run(["bash", "-c", f"universal=\n{guard}\nprintf %s \"$universal\""], text=True,
+                             capture_output=True, env={"SLURM_RESTART_COUNT": restarts, "PATH": "/usr/bin:/bin"})
+        assert out.stdout == expect
+    plain = render_train(CONFIG, LOCAL, run_dir=tmp_path / "run")
+    assert "universal" not in plain.script.split("srun")[-1]
