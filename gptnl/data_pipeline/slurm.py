@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from gptnl.config import ClusterProfile, RecipeConfig
-from gptnl.data_pipeline.build import WORK, stages
+from gptnl.data_pipeline.stages import WORK, stages
 from gptnl.slurm.submit import setup_command
 
 GRACE_S = 120

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from gptnl.config import RecipeConfig, load_sources
 from gptnl.data_pipeline import ledger as ledger_mod
-from gptnl.data_pipeline.build import WORK
 from gptnl.data_pipeline.card import write_card
 from gptnl.data_pipeline.gates import blocked, read_blocklist
+from gptnl.data_pipeline.stages import WORK
 from gptnl.errors import GptnlError
 from gptnl.fileio import atomic_write_bytes, atomic_write_json, read_manifest
 
