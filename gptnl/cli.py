@@ -385,6 +385,36 @@ def slurm_submit_train(
     typer.echo(f"submitted job {job_id}; logs in {job.logs}, checkpoints in {job.logs.parent}", err=True)
 
 
+@submit_app.command("finetune")
+def slurm_submit_finetune(
+    config: Path = typer.Argument(..., help="Fine-tuning config YAML (configs/finetune/*.yaml)."),
+    cluster: Path = typer.Option(..., "--cluster", help="Cluster profile (slurm/clusters/*.yaml)."),
+    base: Path = typer.Option(..., "--base", help="HF model folder to tune, on the shared filesystem."),
+    data: Path = typer.Option(..., "--data", help="Chat JSONL file or folder, on the shared filesystem."),
+    out: Path = typer.Option(None, "--out", help="Run dir (default: the profile's scratch/<config name>)."),
+    nodes: int = typer.Option(1, "--nodes"),
+    time: str = typer.Option(None, "--time", help="Time limit (default: the profile's train time)."),
+    partition: str = typer.Option(None, "--partition", help="Default: the profile's train partition."),
+    gpus_per_node: int = typer.Option(None, "--gpus-per-node", help="Default: all GPUs of a node."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Overrides max_steps."),
+    grace: int = typer.Option(None, "--grace", help="Seconds before the time limit to checkpoint and requeue."),
+    max_restarts: int = typer.Option(None, "--max-restarts", help="Requeues allowed (default: the profile's)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script; submit nothing."),
+) -> None:
+    """Fine-tune as a Slurm job: the training job's shape, checkpoint on SIGUSR1 and requeue."""
+    from gptnl.slurm.submit import render_finetune, sbatch
+
+    job = render_finetune(config, cluster, base=base, data=data, out=out, nodes=nodes, time=time,
+                          partition=partition, gpus_per_node=gpus_per_node, max_steps=max_steps, grace_s=grace,
+                          max_restarts=max_restarts)
+    if dry_run:
+        print(job.script, end="")
+        return
+    job_id = sbatch(job)
+    print(job_id)
+    typer.echo(f"submitted job {job_id}; logs in {job.logs}, tuned model in {job.logs.parent / 'model'}", err=True)
+
+
 @submit_app.command("data")
 def slurm_submit_data(
     recipe: Path = typer.Argument(..., help="Recipe YAML (data_pipeline/recipes/*.yaml)."),

@@ -2,8 +2,12 @@
 
 import sys
 
-from gptnl.cli import main
-from gptnl.finetune.launch import relaunch_if_accelerate_started_one
+from gptnl.train.preemption import catch_early
+
+catch_early()  # a Slurm signal during the imports below becomes a checkpoint, as in `gptnl.train`
+
+from gptnl.cli import main  # noqa: E402
+from gptnl.finetune.launch import relaunch_if_accelerate_started_one  # noqa: E402
 
 relaunch_if_accelerate_started_one(sys.argv[1:])
 main(["finetune", *sys.argv[1:]])

@@ -1,4 +1,4 @@
-"""`gptnl slurm submit train`: an sbatch script from the template and the cluster profile, checked
+"""`gptnl slurm submit train|finetune`: an sbatch script from the template and the cluster profile, checked
 against the partition before anything is submitted; and status, logs and cancel for its jobs."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from gptnl.config import ClusterProfile, load_cluster, load_train_config, slurm_time_seconds
+from gptnl.config import ClusterProfile, load_cluster, load_finetune_config, load_train_config, slurm_time_seconds
 from gptnl.errors import GptnlError
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "slurm" / "templates"
@@ -90,15 +90,36 @@ def default_run_dir(cluster: ClusterProfile, cluster_path: Path, config: Path) -
     return Path(os.path.expandvars(os.path.expanduser(cluster.scratch))) / Path(config).stem
 
 
-def render_train(config: Path, cluster_path: Path, *, run_dir: Path | None = None, nodes: int = 1,
-                 time: str | None = None, partition: str | None = None, gpus_per_node: int | None = None,
-                 max_steps: int | None = None, grace_s: int | None = None, max_restarts: int | None = None,
-                 universal: bool = False) -> Job:
-    """The training job script; refuses what the partition cannot give, naming the cause."""
+def render_train(config: Path, cluster_path: Path, *, run_dir: Path | None = None, universal: bool = False,
+                 **resources) -> Job:
+    """The training job script; refuses what the partition cannot give, naming the cause. `resources`:
+    nodes, time, partition, gpus_per_node, max_steps, grace_s, max_restarts (None: the profile's)."""
     cluster = load_cluster(cluster_path)
-    if run_dir is None:
-        run_dir = default_run_dir(cluster, cluster_path, config)
+    run_dir = Path(run_dir or default_run_dir(cluster, cluster_path, config)).resolve()
     load_train_config(config)  # a config that does not validate is refused here, not in the job
+    return _render_trainer("train", cluster, cluster_path, run_dir, universal=universal,
+                           args=[Path(config).resolve(), "--run-dir", run_dir], **resources)
+
+
+def render_finetune(config: Path, cluster_path: Path, *, base: Path, data: Path, out: Path | None = None,
+                    **resources) -> Job:
+    """The fine-tuning job script: the same job shape, signals and requeue as training (the trainers
+    share the preemption code); `out` defaults to the profile's scratch/<config name>."""
+    cluster = load_cluster(cluster_path)
+    out = Path(out or default_run_dir(cluster, cluster_path, config)).resolve()
+    load_finetune_config(config)
+    for flag, path in (("--base", base), ("--data", data)):
+        if not Path(path).exists():
+            raise GptnlError(f"{flag} {path}: not found (a path the cluster's nodes see)")
+    return _render_trainer("finetune", cluster, cluster_path, out,
+                           args=[Path(config).resolve(), "--base", Path(base).resolve(), "--data",
+                                 Path(data).resolve(), "--out", out], **resources)
+
+
+def _render_trainer(stage: str, cluster: ClusterProfile, cluster_path: Path, run_dir: Path, *, args: list,
+                    nodes: int = 1, time: str | None = None, partition: str | None = None,
+                    gpus_per_node: int | None = None, max_steps: int | None = None, grace_s: int | None = None,
+                    max_restarts: int | None = None, universal: bool = False) -> Job:
     if cluster.train is None:
         raise GptnlError(f"{cluster_path}: no `train:` section (partition, time, tasks per node)")
     t = cluster.train
@@ -107,14 +128,13 @@ def render_train(config: Path, cluster_path: Path, *, run_dir: Path | None = Non
     grace = t.grace_s if grace_s is None else grace_s
     if grace < 0 or (grace and grace >= slurm_time_seconds(s.time)):
         raise GptnlError(f"--grace {grace}: must be 0 (no warning signal) or shorter than the time limit {s.time}")
-    run_dir = Path(run_dir).resolve()
     logs = run_dir / "slurm"
     script = _template("train.sbatch.j2").render(
-        **_common(cluster, s, nodes, logs), name=f"gptnl-train-{run_dir.name}", grace_s=grace,
-        omp_threads=s.cpus_per_task, config=shlex.quote(str(Path(config).resolve())),
-        run_dir=shlex.quote(str(run_dir)), max_restarts=t.max_restarts if max_restarts is None else max_restarts,
+        **_common(cluster, s, nodes, logs), name=f"gptnl-{stage}-{run_dir.name}", stage=stage, grace_s=grace,
+        omp_threads=s.cpus_per_task, module=f"gptnl.{stage}", stage_args=" ".join(shlex.quote(str(a)) for a in args),
+        max_restarts=t.max_restarts if max_restarts is None else max_restarts,
         train_args=f" --max-steps {max_steps}" if max_steps else "", universal=universal)
-    return Job(script, logs / "train.sbatch", logs)
+    return Job(script, logs / f"{stage}.sbatch", logs)
 
 
 def render_ray(command: list[str], cluster_path: Path, *, run_dir: Path, nodes: int = 1, time: str | None = None,

@@ -250,3 +250,31 @@ print("nodes", sum(n["Alive"] for n in ray.nodes()), "ran on", len(ran_on), "aut
 def test_status_of_a_job_slurm_does_not_know(slurm_cluster):
     res = gptnl("slurm", "status", "987654")
     assert res.returncode == 2 and "job 987654: not known to Slurm" in res.stderr, res.stderr
+
+
+def test_submitted_finetune_runs_on_two_tasks_and_writes_the_tuned_model(tmp_path, tiny_base, slurm_cluster):
+    """`gptnl slurm submit finetune` on the local Slurm: two srun tasks take their ranks from Slurm,
+    tune for a few steps and write the tuned model."""
+    import yaml
+
+    chats = sorted((ROOT / "data_pipeline" / "instructions").glob("*.jsonl"))[0].read_text().splitlines()[:40]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("\n".join(chats) + "\n")
+    cfg = tmp_path / "sft.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "method": "full", "backend": "deepspeed", "zero_stage": 2, "seq_len": 512, "max_steps": 3, "seed": 7,
+        "batch": {"global_batch_size": 8, "micro_batch_size": 4}, "eval_every": 0,
+        "optim": {"lr": 1e-3, "min_lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 1, "grad_clip": 1.0},
+        "checkpoint": {"every": 0, "keep_last": 1},
+        "data": {"licences": str(ROOT / "data_pipeline" / "licences.yaml"), "val_fraction": 0.1,
+                 "decontamination": {"tasks": None}}}))
+    out = tmp_path / "sft"
+    res = gptnl("slurm", "submit", "finetune", str(cfg), "--cluster", str(LOCAL), "--base", str(tiny_base),
+                "--data", str(data), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    final = wait_slurm_job(res.stdout.strip(), timeout=600)
+    log = "".join(p.read_text() for p in (out / "slurm").glob("*.out"))
+    assert final["JobState"] == "COMPLETED", log[-3000:]
+    assert (out / "model" / "config.json").is_file()
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps and {s["processes"] for s in steps} == {2}

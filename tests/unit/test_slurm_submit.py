@@ -8,11 +8,12 @@ import pytest
 from conftest import ROOT
 
 from gptnl.errors import GptnlError
-from gptnl.slurm.submit import render_train
+from gptnl.slurm.submit import render_finetune, render_train
 
 CONFIG = ROOT / "configs" / "train" / "tiny-cpu.yaml"
 SNELLIUS = ROOT / "slurm" / "clusters" / "snellius.yaml"
 LOCAL = ROOT / "slurm" / "clusters" / "local.yaml"
+SFT = ROOT / "configs" / "finetune" / "tiny-sft.yaml"
 
 
 def test_run_dir_defaults_to_the_profiles_scratch(monkeypatch):
@@ -40,3 +41,20 @@ def test_universal_applies_to_the_first_run_only(tmp_path):
         assert out.stdout == expect
     plain = render_train(CONFIG, LOCAL, run_dir=tmp_path / "run")
     assert "universal" not in plain.script.split("srun")[-1]
+
+
+def test_finetune_job_runs_the_finetune_module_with_its_paths(tmp_path):
+    base, data = tmp_path / "base", tmp_path / "chats.jsonl"
+    base.mkdir()
+    data.write_text("")
+    job = render_finetune(SFT, LOCAL, base=base, data=data, out=tmp_path / "sft", max_steps=7)
+    srun = next(line for line in job.script.splitlines() if line.startswith("srun "))
+    assert f"-m gptnl.finetune {SFT} --base {base} --data {data} --out {tmp_path / 'sft'} --no-progress " \
+           "--max-steps 7 &" in srun
+    assert "#SBATCH --requeue" in job.script and "scontrol requeue" in job.script
+    assert job.path == tmp_path / "sft" / "slurm" / "finetune.sbatch"
+
+
+def test_finetune_job_refuses_a_missing_base(tmp_path):
+    with pytest.raises(GptnlError, match=r"--base .*missing: not found"):
+        render_finetune(SFT, LOCAL, base=tmp_path / "missing", data=tmp_path, out=tmp_path / "sft")
