@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from gptnl import tokenizer as tokenizer_mod
 from gptnl.config import ModelConfig
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_json, write_manifest
+from gptnl.fileio import atomic_write_json, replace_dir, write_manifest
 from gptnl.model import Llama
 
 # Our per-layer tensors → HF's; a fused tensor maps to several HF tensors stacked along dim 0.
@@ -138,16 +138,6 @@ def model_config_from_hf(config: dict, source: str) -> ModelConfig:
     )
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Swap a fully written folder into place; a reader sees the old folder or the new, never half."""
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_pretrained(
     state: dict[str, torch.Tensor], cfg: ModelConfig, tokenizer_dir: Path, out: Path, *,
     dtype: str = "float32", consumed: dict | None = None, produced: dict | None = None,
@@ -184,7 +174,7 @@ def save_pretrained(
                       "parameters": sum(t.numel() for t in tensors.values()), **(produced or {})},
             config=json.loads(cfg.model_dump_json()),
         )
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

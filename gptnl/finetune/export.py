@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 
 from gptnl.config import FinetuneConfig
-from gptnl.fileio import atomic_write_json, sha256_file, write_manifest
-from gptnl.hf import _replace_dir
+from gptnl.fileio import atomic_write_json, replace_dir, sha256_file, write_manifest
 from gptnl.modelcard import write_model_card
 
 
@@ -38,7 +37,7 @@ def _write(folder_out: Path, fill) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=folder_out.parent, prefix=f".{folder_out.name}."))
     try:
         fill(tmp)
-        _replace_dir(tmp, folder_out)
+        replace_dir(tmp, folder_out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
