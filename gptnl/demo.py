@@ -165,13 +165,13 @@ def _evaluate(out: Path, models: dict[str, Path], base_url: str, key: str, limit
     from gptnl.evals.report import write_report
     from gptnl.evals.results import ModelInfo
     from gptnl.evals.spec import Settings
-    from gptnl.evals.sweep import Endpoint, _fingerprint, execute, plan
+    from gptnl.evals.sweep import Endpoint, execute, plan, weights_fingerprint
     from gptnl.evals.tasks import load_suite_tasks
 
     suite_path = ROOT / "evals" / "suites" / "public-values.yaml"
     suite, tasks_dir, digest = load_suite_tasks(suite_path)
     eps = {name: Endpoint(ModelInfo(name=name, endpoint=f"local:{path.resolve()}", model_id=name,
-                                    fingerprint=_fingerprint(path)), base_url, key) for name, path in models.items()}
+                                    fingerprint=weights_fingerprint(path)), base_url, key) for name, path in models.items()}
     results = out / "evals"
     cells = plan(suite.tasks, tasks_dir, eps, [Settings(name="demo", limit=limit, device_power_w=65)])
     console.print(f"[dim]$ gptnl eval sweep  # {len(cells)} cells: {len(models)} models x {len(suite.tasks)} tasks, "

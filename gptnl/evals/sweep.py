@@ -46,7 +46,8 @@ def parse_model(arg: str) -> tuple[str, ModelRef]:
     return name, ModelRef(path=target)
 
 
-def _fingerprint(path: Path) -> str:
+def weights_fingerprint(path: Path) -> str:
+    """The export's safetensors digests: a result names exactly the weights it measured."""
     weights = sorted(Path(path).glob("*.safetensors"))
     if not weights:
         raise EvalError(f"{path}: no *.safetensors weights (is it an HF export?)")
@@ -71,7 +72,7 @@ def endpoints(models: dict[str, ModelRef], workdir: Path, api_key: str | None = 
             base, key = stack.enter_context(served(local, workdir / "serving", reachable=reachable))
             for name, path in local.items():
                 out[name] = Endpoint(res.ModelInfo(name=name, endpoint=f"local:{path.resolve()}", model_id=name,
-                                                   fingerprint=_fingerprint(path)), base, key)
+                                                   fingerprint=weights_fingerprint(path)), base, key)
         for name, ref in models.items():
             if ref.endpoint:
                 key = os.environ.get(ref.api_key_env) if ref.api_key_env else api_key
