@@ -34,6 +34,10 @@ class KeyRecord(BaseModel):
     rpm: int = Field(gt=0)
     tpm: int = Field(gt=0)
     max_concurrent: int = Field(default=4, gt=0)
+    budget_day: int | None = Field(default=None, gt=0, description="tokens per UTC day; null: no budget")
+    budget_month: int | None = Field(default=None, gt=0, description="tokens per UTC month; null: no budget")
+    budget_soft: float | None = Field(default=None, gt=0, le=1,
+                                      description="share of a budget after which answers carry a warning header")
     expires: dt.date | None = None
     revoked: bool = False
     log_content: bool = Field(default=False, description="write prompts and completions into the audit log")

@@ -1,77 +1,168 @@
-"""Per-key limits: requests per minute, tokens per minute, requests in flight.
+"""Per-key limits as leases: requests per minute, tokens per minute, requests in flight, and token
+budgets per UTC day and month.
 
-Sliding 60-second windows. A request reserves its prompt tokens plus `max_tokens` against the
-token limit when it starts; the reservation is replaced by the tokens actually used when it
-ends, so a burst cannot overshoot the limit and unused reservations are given back.
+    limiter = Limiter(store=MemoryStore() | RedisStore(...), clock=time.time)   # Limiter(): in memory
+    async with limiter.hold(key, tokens) as lease:    # key: KeyRecord; tokens: prompt + max_tokens * n
+        ...                                           # raises Refused before the body runs
+        lease.settle(used_tokens)                     # int: replaces the reservation; None: it stands
+        response.headers.update(lease.headers)        # x-ratelimit-*, and the soft-budget warning
+
+`Refused` has `.retry_after` (whole seconds), `.code` ("rate_limit_exceeded" for rpm, tpm and
+concurrency; "budget_exceeded" for a day or month budget; "invalid_api_key" for a key revoked in the
+shared store; "store_unavailable" when the shared store cannot be reached) and `.status` (429; 401
+for a revoked key; 503 when the store is unreachable: limits fail closed).
+
+A request reserves its prompt tokens plus its possible completion tokens against the tpm window
+and the budgets when it starts; settling replaces the reservation by the tokens really used, so a
+burst cannot overshoot a limit and unused reservations are given back. The concurrency slot is
+given back when the `async with` block ends, however it ends (return, exception, cancellation).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
 import math
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
-WINDOW_S = 60.0
+from gptnl.serving.store import Denial, Grant, Limits, MemoryStore, period_end
 
-
-@dataclass
-class _Usage:
-    requests: deque = field(default_factory=deque)  # start times
-    tokens: deque = field(default_factory=deque)  # [time, tokens] pairs (lists, so a reservation can be settled)
-    in_flight: int = 0
+BUDGET_WARNING = "x-gptnl-budget-warning"
 
 
 class Refused(Exception):
-    def __init__(self, message: str, retry_after: int):
+    """A request the key's limits do not admit now."""
+
+    def __init__(self, message: str, retry_after: int, code: str = "rate_limit_exceeded", status: int = 429):
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after, self.code, self.status = retry_after, code, status
+
+
+def limits_of(key) -> Limits:
+    return Limits(key.rpm, key.tpm, key.max_concurrent, getattr(key, "budget_day", None),
+                  getattr(key, "budget_month", None))
+
+
+def _reset(period: str) -> str:
+    return period_end(period).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def refusal(name: str, limits: Limits, tokens: int, d: Denial, now: float) -> Refused:
+    """The user's message for a store's denial."""
+    wait = max(1, math.ceil(d.wait))
+    if d.reason == "revoked":
+        return Refused(f"API key '{name}' has been revoked; ask the operator for a new key", 0,
+                       "invalid_api_key", 401)
+    if d.reason == "concurrency":
+        return Refused(f"key '{name}' has {d.used} requests in flight, its limit is {limits.max_concurrent}; "
+                       "wait for one to finish", 1)
+    if d.reason == "rpm":
+        return Refused(f"key '{name}' is limited to {limits.rpm} requests per minute", wait)
+    if d.reason == "tpm_request":
+        return Refused(f"this request needs up to {tokens} tokens (prompt + max_tokens), more than key '{name}' "
+                       f"may use per minute ({limits.tpm}); lower max_tokens", 60)
+    if d.reason == "tpm":
+        return Refused(f"key '{name}' is limited to {limits.tpm} tokens per minute ({d.used} used in the last "
+                       "minute)", wait)
+    day = dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
+    period, budget, what = (day, limits.budget_day, "today (UTC)") if d.reason == "day" \
+        else (day[:7], limits.budget_month, "this month (UTC)")
+    return Refused(f"key '{name}' has used {d.used} of its {budget} tokens for {what}; this request may use up "
+                   f"to {tokens}; the budget resets at {_reset(period)}", wait, "budget_exceeded")
+
+
+def lease_headers(limits: Limits, grant: Grant, soft: float | None) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers, and a warning once a budget passes its soft threshold."""
+    headers = {"x-ratelimit-limit-requests": str(limits.rpm),
+               "x-ratelimit-remaining-requests": str(max(0, limits.rpm - grant.requests)),
+               "x-ratelimit-limit-tokens": str(limits.tpm),
+               "x-ratelimit-remaining-tokens": str(max(0, limits.tpm - grant.window_tokens))}
+    if soft is None:
+        return headers
+    warnings = [f"{what} budget {spent / budget:.0%} used ({spent} of {budget} tokens), resets at {_reset(period)}"
+                for what, budget, spent, period in (("day", limits.budget_day, grant.day_tokens, grant.day),
+                                                    ("month", limits.budget_month, grant.month_tokens, grant.month))
+                if budget is not None and spent >= soft * budget]
+    if warnings:
+        headers[BUDGET_WARNING] = "; ".join(warnings)
+    return headers
+
+
+class Lease:
+    """One admitted request. `settle` may be called any number of times; the last value counts."""
+
+    def __init__(self, limiter: Limiter, name: str, grant: Grant, headers: dict[str, str]):
+        self._limiter, self._name, self.grant, self.headers = limiter, name, grant, headers
+        self._used: int | None = None
+        self._open = True
+
+    def settle(self, used_tokens: int | None) -> None:
+        """Replace the reservation by the tokens really used (None: the reservation stands)."""
+        if used_tokens is None:
+            return
+        self._used = max(0, int(used_tokens))
+        if not self._open:  # settled after the block ended: apply now
+            self._limiter._apply_late(self._name, self.grant, self._used)
 
 
 class Limiter:
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, store=None, clock=time.time):
+        self.store = store if store is not None else MemoryStore()
         self.clock = clock
-        self._usage: dict[str, _Usage] = {}
+        self._late: set[asyncio.Task] = set()
 
-    def _prune(self, u: _Usage, now: float) -> None:
-        while u.requests and u.requests[0] <= now - WINDOW_S:
-            u.requests.popleft()
-        while u.tokens and u.tokens[0][0] <= now - WINDOW_S:
-            u.tokens.popleft()
+    @contextlib.asynccontextmanager
+    async def hold(self, key, tokens: int) -> AsyncIterator[Lease]:
+        """Admit `key` (a KeyRecord) for a request reserving `tokens`, or raise Refused."""
+        limits, now = limits_of(key), self.clock()
+        result = await self.store.admit(key.name, limits, tokens, now)
+        if isinstance(result, Denial):
+            raise refusal(key.name, limits, tokens, result, now)
+        lease = Lease(self, key.name, result, lease_headers(limits, result, getattr(key, "budget_soft", None)))
+        keeper = asyncio.create_task(self._keep(key.name, result)) if self.store.lease_ttl_s else None
+        try:
+            yield lease
+        finally:
+            lease._open = False
+            if keeper is not None:
+                keeper.cancel()
+            await asyncio.shield(self._end(key.name, result, lease._used))
 
-    def acquire(self, key: str, rpm: int, tpm: int, max_concurrent: int, tokens: int) -> list:
-        """Admit a request or raise Refused; returns the token reservation to settle later."""
-        now = self.clock()
-        u = self._usage.setdefault(key, _Usage())
-        self._prune(u, now)
-        if u.in_flight >= max_concurrent:
-            raise Refused(f"key '{key}' has {u.in_flight} requests in flight, its limit is {max_concurrent}; "
-                          "wait for one to finish", 1)
-        if len(u.requests) >= rpm:
-            wait = u.requests[0] + WINDOW_S - now
-            raise Refused(f"key '{key}' is limited to {rpm} requests per minute", max(1, math.ceil(wait)))
-        used = sum(t for _, t in u.tokens)
-        if tokens > tpm:
-            raise Refused(f"this request needs up to {tokens} tokens (prompt + max_tokens), more than key '{key}' "
-                          f"may use per minute ({tpm}); lower max_tokens", 60)
-        if used + tokens > tpm:
-            freed, wait = 0, WINDOW_S
-            for t0, t in u.tokens:
-                freed += t
-                if used - freed + tokens <= tpm:
-                    wait = t0 + WINDOW_S - now
-                    break
-            raise Refused(f"key '{key}' is limited to {tpm} tokens per minute ({used} used in the last minute)",
-                          max(1, math.ceil(wait)))
-        u.requests.append(now)
-        reservation = [now, tokens]
-        u.tokens.append(reservation)
-        u.in_flight += 1
-        return reservation
+    async def _end(self, name: str, grant: Grant, used: int | None) -> None:
+        try:
+            if used is not None:
+                await self.store.settle(name, grant, used)
+        finally:
+            await self.store.release(name, grant)
 
-    def release(self, key: str, reservation: list, used_tokens: int | None) -> None:
+    async def _keep(self, name: str, grant: Grant) -> None:
+        """Refresh a shared-store lease while its request runs, so only a dead gateway's leases expire."""
+        while True:
+            await asyncio.sleep(self.store.lease_ttl_s / 3)
+            with contextlib.suppress(Exception):  # a missed refresh is retried; the lease has slack
+                await self.store.refresh(name, grant, self.clock())
+
+    def _apply_late(self, name: str, grant: Grant, used: int) -> None:
+        if isinstance(self.store, MemoryStore):
+            self.store.settle_now(name, grant, used)
+            return
+        task = asyncio.get_running_loop().create_task(self.store.settle(name, grant, used))
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+
+    # The synchronous API of the first gateway (in-memory store only); `hold` replaces it.
+    def acquire(self, key: str, rpm: int, tpm: int, max_concurrent: int, tokens: int) -> Grant:
+        """Admit a request or raise Refused; returns the reservation to hand to `release`."""
+        limits, now = Limits(rpm, tpm, max_concurrent), self.clock()
+        result = self.store.admit_now(key, limits, tokens, now)
+        if isinstance(result, Denial):
+            raise refusal(key, limits, tokens, result, now)
+        return result
+
+    def release(self, key: str, reservation: Grant, used_tokens: int | None) -> None:
         """The request ended: free its slot and settle its tokens (the reservation stands if unknown)."""
-        u = self._usage[key]
-        u.in_flight -= 1
         if used_tokens is not None:
-            reservation[1] = used_tokens
+            self.store.settle_now(key, reservation, used_tokens)
+        self.store.release_now(key, reservation)

@@ -1,0 +1,198 @@
+"""Where the counters behind a key's limits live: this process (the default) or a shared Valkey/Redis.
+
+Both stores run one algorithm, so a key gets the same answer from either: a sliding 60-second window
+of admitted requests (each with its token reservation, later settled to the tokens used), a set of
+leases in flight, and a token counter per UTC day and per UTC month. One `admit` call checks every
+limit and records the request in one step (a Lua script on Valkey/Redis, atomic on the server), so two
+gateways sharing a store give a key its limit once, not twice.
+
+Times are wall-clock seconds (`time.time`, or the clock handed in): gateways on several machines
+share windows only through a common clock, so keep them on NTP; a skew of s seconds moves a window
+edge by s seconds. A lease in the shared store expires `lease_ttl_s` after its last refresh, so the
+slots of a gateway that was killed come back by themselves; the limiter refreshes live leases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one key may do, as the store needs it."""
+
+    rpm: int
+    tpm: int
+    max_concurrent: int
+    budget_day: int | None = None
+    budget_month: int | None = None
+
+
+@dataclass
+class Grant:
+    """An admitted request: its lease and the counters including it (for response headers)."""
+
+    lease: str
+    tokens: int  # reserved now; after settling, the tokens used
+    day: str  # the UTC day and month the tokens count against
+    month: str
+    requests: int = 0
+    window_tokens: int = 0
+    day_tokens: int = 0
+    month_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why a request was not admitted: `reason` is one of revoked, concurrency, rpm, tpm_request, tpm,
+    day, month; `wait` is seconds until it could pass; `used` the count that stands in its way."""
+
+    reason: str
+    wait: float
+    used: int
+
+
+def periods(now: float) -> tuple[str, str]:
+    """The UTC day (YYYY-MM-DD) and month (YYYY-MM) of a wall-clock time."""
+    d = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    return d.isoformat(), d.isoformat()[:7]
+
+
+def period_end(period: str) -> dt.datetime:
+    """When a budget period (YYYY-MM-DD or YYYY-MM) ends: the next UTC midnight or first of the month."""
+    if len(period) == 10:
+        return dt.datetime.combine(dt.date.fromisoformat(period), dt.time(), dt.UTC) + dt.timedelta(days=1)
+    year, month = int(period[:4]), int(period[5:7])
+    return dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
+
+
+def new_lease() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class _KeyState:
+    window: deque = field(default_factory=deque)  # [time, tokens, lease], oldest first
+    by_lease: dict = field(default_factory=dict)  # lease -> its window entry, to settle it
+    in_flight: set = field(default_factory=set)
+    day: tuple[str, int] = ("", 0)  # (period, tokens)
+    month: tuple[str, int] = ("", 0)
+
+
+class MemoryStore:
+    """Counters in this process: the default for one gateway. Budgets survive a restart by `seed`
+    (the gateway rebuilds them from its audit log at start-up, see `gptnl.serving.usage`)."""
+
+    lease_ttl_s: float | None = None  # leases die with the process; nothing to refresh
+
+    def __init__(self):
+        self._keys: dict[str, _KeyState] = {}
+        self._revoked: set[str] = set()
+
+    def _state(self, name: str, now: float) -> _KeyState:
+        s = self._keys.setdefault(name, _KeyState())
+        while s.window and s.window[0][0] <= now - WINDOW_S:
+            s.by_lease.pop(s.window.popleft()[2], None)
+        day, month = periods(now)
+        if s.day[0] != day:
+            s.day = (day, 0)
+        if s.month[0] != month:
+            s.month = (month, 0)
+        return s
+
+    def admit_now(self, name: str, limits: Limits, tokens: int, now: float) -> Grant | Denial:
+        """`admit` without the event loop (the legacy `Limiter.acquire` calls it)."""
+        if name in self._revoked:
+            return Denial("revoked", 0, 0)
+        s = self._state(name, now)
+        denial = check(limits, tokens, now, len(s.in_flight), [(t, n) for t, n, _ in s.window], s.day[1],
+                       s.month[1])
+        if denial is not None:
+            return denial
+        grant = Grant(new_lease(), tokens, s.day[0], s.month[0])
+        entry = [now, tokens, grant.lease]
+        s.window.append(entry)
+        s.by_lease[grant.lease] = entry
+        s.in_flight.add(grant.lease)
+        s.day, s.month = (s.day[0], s.day[1] + tokens), (s.month[0], s.month[1] + tokens)
+        grant.requests, grant.window_tokens = len(s.window), sum(e[1] for e in s.window)
+        grant.day_tokens, grant.month_tokens = s.day[1], s.month[1]
+        return grant
+
+    def settle_now(self, name: str, grant: Grant, used: int) -> None:
+        s = self._keys[name]
+        entry = s.by_lease.get(grant.lease)
+        if entry is not None:
+            entry[1] = used
+        delta, grant.tokens = used - grant.tokens, used
+        if s.day[0] == grant.day:
+            s.day = (s.day[0], max(0, s.day[1] + delta))
+        if s.month[0] == grant.month:
+            s.month = (s.month[0], max(0, s.month[1] + delta))
+
+    def release_now(self, name: str, grant: Grant) -> None:
+        self._keys[name].in_flight.discard(grant.lease)
+
+    def seed(self, name: str, day: str, day_tokens: int, month: str, month_tokens: int) -> None:
+        """Budget counters carried over from before a restart (added to what is counted already)."""
+        s = self._keys.setdefault(name, _KeyState())
+        if s.day[0] in ("", day):
+            s.day = (day, s.day[1] + day_tokens)
+        if s.month[0] in ("", month):
+            s.month = (month, s.month[1] + month_tokens)
+
+    async def admit(self, name: str, limits: Limits, tokens: int, now: float) -> Grant | Denial:
+        return self.admit_now(name, limits, tokens, now)
+
+    async def settle(self, name: str, grant: Grant, used: int) -> None:
+        self.settle_now(name, grant, used)
+
+    async def release(self, name: str, grant: Grant) -> None:
+        self.release_now(name, grant)
+
+    async def refresh(self, name: str, grant: Grant, now: float) -> None:
+        return None
+
+    async def revoke(self, name: str) -> None:
+        self._revoked.add(name)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def check(limits: Limits, tokens: int, now: float, in_flight: int, window: list[tuple[float, int]],
+          day_tokens: int, month_tokens: int) -> Denial | None:
+    """The one admission rule, in order: concurrency, rpm, tpm, day budget, month budget.
+    (The Valkey/Redis store runs the same rule in Lua.)"""
+    if in_flight >= limits.max_concurrent:
+        return Denial("concurrency", 1, in_flight)
+    if len(window) >= limits.rpm:
+        return Denial("rpm", window[len(window) - limits.rpm][0] + WINDOW_S - now, len(window))
+    used = sum(n for _, n in window)
+    if tokens > limits.tpm:
+        return Denial("tpm_request", WINDOW_S, used)
+    if used + tokens > limits.tpm:
+        freed, wait = 0, WINDOW_S
+        for t0, n in window:
+            freed += n
+            if used - freed + tokens <= limits.tpm:
+                wait = t0 + WINDOW_S - now
+                break
+        return Denial("tpm", wait, used)
+    for reason, budget, spent, period in (("day", limits.budget_day, day_tokens, periods(now)[0]),
+                                          ("month", limits.budget_month, month_tokens, periods(now)[1])):
+        if budget is not None and spent + tokens > budget:
+            return Denial(reason, period_end(period).timestamp() - now, spent)
+    return None
+
+
+def key_prefix(prefix: str, name: str) -> str:
+    """Redis key prefix of one API key: quoted (no ':' from a name can collide) and hash-tagged, so a
+    Redis Cluster keeps all of one key's counters in one slot, as a Lua script needs."""
+    return f"{prefix}:{{{quote(name, safe='')}}}"
