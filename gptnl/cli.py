@@ -125,12 +125,16 @@ def data_takedown(
 ) -> None:
     """Remove documents after an opt-out or complaint; ledger, stats, card and blocklist follow."""
     from gptnl.data_pipeline.takedown import takedown
+    from gptnl.pack import repack
 
-    result = takedown(corpus, ids, rebuild=rebuild)
+    result = takedown(corpus, ids)
     console.print(f"{result['removed']} document(s) removed from {corpus}")
+    rebuilt = rebuild and result["removed"] > 0
     for shards in result["shards"]:
-        console.print(f"{'rebuilt' if rebuild else 'packed from this corpus'}: {shards}")
-    for command in result["rebuild"]:
+        if rebuilt:
+            repack(Path(shards))
+        console.print(f"{'rebuilt' if rebuilt else 'packed from this corpus'}: {shards}")
+    for command in [] if rebuilt else result["rebuild"]:
         console.print(f"[yellow]rebuild with: {command}")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from gptnl import corpus as corpus_mod
 from gptnl import tokenizer as tokenizer_mod
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_bytes, sha256_file, write_manifest
+from gptnl.fileio import atomic_write_bytes, read_manifest, sha256_file, write_manifest
 
 SPLITS = ("train", "validation")
 ENCODE_BATCH = 64  # documents per encode_batch call: bounds memory (token lists of Python ints are large)
@@ -152,3 +152,14 @@ def pack(
         },
         config={"seq_len": seq_len, "val_fraction": val_fraction, "shard_tokens": shard_tokens},
     )
+
+
+def repack(shards: Path) -> dict:
+    """Pack `shards` again from the corpus and tokenizer its manifest names, with the same settings
+    (after a takedown removed documents from that corpus)."""
+    m = read_manifest(shards)
+    if m.get("stage") != "pack":
+        raise GptnlError(f"{shards}: not a shards dir written by `gptnl pack`")
+    c = m["config"]
+    return pack(Path(m["consumed"]["corpus"]), Path(m["consumed"]["tokenizer"]["path"]), c["seq_len"], shards,
+                val_fraction=c["val_fraction"], shard_tokens=c["shard_tokens"])

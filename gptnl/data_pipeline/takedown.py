@@ -3,10 +3,11 @@
 Matching documents (by id, url or `domain:host`, the blocklist format) leave `documents/`; their
 ledger rows become `refused` by step `takedown`, so the ledger still has one row per input; the
 entries join the recipe's blocklist so the next build refuses them too; stats and the card are
-rewritten; token shards packed from this corpus are found and rebuilt, or named with the command
-that rebuilds them. The build's work folder goes too: it holds intermediate copies of the text, and
-resuming from it would bring the documents back. A later build into the same folder starts afresh,
-and the blocklist refuses them there.
+rewritten; token shards packed from this corpus are found and named with the command that
+rebuilds them (`gptnl data takedown --rebuild` runs it; the data stage does not import the pack
+stage). The build's work folder goes too: it holds intermediate copies of the text, and resuming
+from it would bring the documents back. A later build into the same folder starts afresh, and the
+blocklist refuses them there.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def rebuild_command(shards: Path, m: dict) -> str:
             f"--out {shards}")
 
 
-def takedown(corpus: Path, entries_file: Path, *, rebuild: bool = False) -> dict:
+def takedown(corpus: Path, entries_file: Path) -> dict:
     corpus = Path(corpus)
     manifest = read_manifest(corpus)
     if manifest.get("stage") != "data":
@@ -97,13 +98,6 @@ def takedown(corpus: Path, entries_file: Path, *, rebuild: bool = False) -> dict
                 fh.write(f"# takedown {time.strftime('%Y-%m-%d', time.gmtime())}\n" + "".join(e + "\n" for e in new))
     write_card(corpus, recipe, load_sources(recipe.sources), stats)
 
-    shards = derived_shards(corpus)
-    if rebuild and removed:
-        from gptnl.pack import pack
-
-        for path, m in shards:
-            c = m["config"]
-            pack(Path(m["consumed"]["corpus"]), Path(m["consumed"]["tokenizer"]["path"]), c["seq_len"], path,
-                 val_fraction=c["val_fraction"], shard_tokens=c["shard_tokens"])
+    shards = derived_shards(corpus)  # rebuilding them is the pack stage's job (`--rebuild` in the CLI)
     return {"removed": len(removed), "shards": [str(p) for p, _ in shards],
-            "rebuild": [] if rebuild or not removed else [rebuild_command(p, m) for p, m in shards]}
+            "rebuild": [rebuild_command(p, m) for p, m in shards] if removed else []}

@@ -289,11 +289,13 @@ def test_takedown_removes_documents_and_keeps_the_ledger_whole(tmp_path, sample_
     assert "Takedown on" in (corpus / "CARD.md").read_text()
     assert "gptnl-sample-faq-0001" in (tmp_path / "blocklist.txt").read_text()  # the next build refuses it too
 
-    from gptnl.data_pipeline.takedown import takedown
-
     ids.write_text("gptnl-sample-faq-0003\n")
-    result = takedown(corpus, ids, rebuild=True)
-    assert result["removed"] == 1 and result["shards"] == [str(tmp_path / "shards")]
+    proc = subprocess.run([sys.executable, "-m", "gptnl", "data", "takedown", str(corpus), "--ids", str(ids),
+                           "--rebuild"], capture_output=True, text=True,
+                          env={**__import__("os").environ, "COLUMNS": "300"})
+    assert proc.returncode == 0, proc.stderr
+    assert "1 document(s) removed" in proc.stdout and f"rebuilt: {tmp_path / 'shards'}" in proc.stdout
+    assert "rebuild with" not in proc.stdout
     after = json.loads((tmp_path / "shards" / "manifest.json").read_text())["produced"]["splits"]
     assert sum(s["documents"] for s in after.values()) == sum(s["documents"] for s in before.values()) - 3
 
