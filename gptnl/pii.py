@@ -17,39 +17,44 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-KINDS = ("EMAIL", "IBAN", "CREDIT_CARD", "BSN", "PHONE", "ADDRESS", "LICENCE_PLATE", "IP_ADDRESS")
+from stdnum import iban, luhn
+from stdnum.nl import bsn
 
-# IBAN lengths for the countries a Dutch corpus meets most (SWIFT IBAN registry).
-IBAN_LENGTHS = {"NL": 18, "BE": 16, "DE": 22, "FR": 27, "LU": 20, "GB": 22, "ES": 24, "IT": 27, "AT": 20, "IE": 22,
-                "DK": 18, "SE": 24, "NO": 15, "FI": 18, "PL": 28, "PT": 25, "CH": 21}
+KINDS = ("EMAIL", "IBAN", "CREDIT_CARD", "BSN", "PHONE", "ADDRESS", "LICENCE_PLATE", "IP_ADDRESS")
 
 
 def valid_bsn(number: str) -> bool:
-    """The 11-proef: 9 digits, 9·d1 + 8·d2 + … + 2·d8 − 1·d9 divisible by 11 (and not all zeros)."""
+    """The 11-proef (python-stdnum's `nl.bsn`): 9 digits, and never all zeros."""
     digits = re.sub(r"[\s.\-]", "", number)
     if len(digits) != 9 or not digits.isdigit() or digits == "000000000":
         return False
-    total = sum(int(d) * w for d, w in zip(digits, (9, 8, 7, 6, 5, 4, 3, 2, -1), strict=True))
-    return total % 11 == 0
+    return bsn.is_valid(digits)
 
 
-def valid_iban(iban: str) -> bool:
-    """ISO 13616: known country length, and the rearranged number mod 97 equals 1."""
-    s = re.sub(r"\s", "", iban).upper()
-    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]+", s) or IBAN_LENGTHS.get(s[:2]) != len(s):
-        return False
-    return int("".join(str(int(c, 36)) for c in s[4:] + s[:4])) % 97 == 1
+def valid_iban(text: str) -> bool:
+    """ISO 13616 for every country in the SWIFT registry (python-stdnum's `iban`): the country's length
+    and BBAN structure, mod 97. Not the bank registries: a real account at an unlisted bank is still guarded."""
+    return iban.is_valid(re.sub(r"\s", "", text), check_country=False)
 
 
 def luhn_valid(number: str) -> bool:
+    """A card number: 13 to 19 digits that pass the Luhn check."""
     digits = re.sub(r"[\s\-]", "", number)
-    if not digits.isdigit() or not 13 <= len(digits) <= 19:
-        return False
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d) * (2 if i % 2 else 1)
-        total += n - 9 if n > 9 else n
-    return total % 10 == 0
+    return digits.isdigit() and 13 <= len(digits) <= 19 and luhn.is_valid(digits)
+
+
+def _iban_spans(text: str):
+    """(start, end, valid) of IBAN-shaped strings. One directly followed by more letters or digits is still
+    an IBAN when a prefix of it is: the longest valid prefix (on a character of the match) is the finding."""
+    for m in _IBAN_SHAPE.finditer(text):
+        positions = [i for i in range(m.start(), m.end()) if not text[i].isspace()]
+        for n in range(min(len(positions), 34), 14, -1):
+            end = positions[n - 1] + 1
+            if valid_iban(text[m.start():end]):
+                yield m.start(), end, True
+                break
+        else:
+            yield (*m.span(), False)
 
 
 def _public_ip(text: str) -> bool:
@@ -69,9 +74,10 @@ _POSTCODE = r"[1-9]\d{3} ?(?!SA|SD|SS)[A-Z]{2}"
 # An IBAN- or card-shaped string that fails its checksum still claims its span, so that its
 # pieces are not taken for a phone number.
 _CLAIM_WHEN_INVALID = {"IBAN", "CREDIT_CARD"}
-_DETECTORS: list[tuple[str, re.Pattern, Callable[[str], bool] | None]] = [
+_IBAN_SHAPE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?[A-Za-z0-9]*")
+_DETECTORS: list[tuple[str, re.Pattern | None, Callable[[str], bool] | None]] = [
     ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b"), None),
-    ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"), valid_iban),
+    ("IBAN", None, None),  # by _iban_spans: a valid IBAN glued to more characters is found too
     ("CREDIT_CARD", re.compile(r"(?<![\d\-])(?:\d{4}[ \-]?){3}\d{1,7}(?![\d\-])"), luhn_valid),
     ("BSN", re.compile(r"(?<![\d.\-])(?:\d{9}|\d{4}\.\d{2}\.\d{3}|\d{3}[ .\-]\d{3}[ .\-]\d{3})(?![\d\-]|\.\d)"),
      valid_bsn),
@@ -98,15 +104,17 @@ def find(text: str, kinds: tuple[str, ...] = KINDS) -> list[Finding]:
     for kind, pattern, validator in _DETECTORS:
         if kind not in kinds:
             continue
-        for m in pattern.finditer(text):
-            if any(m.start() < end and start < m.end() for start, end in claimed):
+        spans = _iban_spans(text) if pattern is None else (
+            (m.start(), m.end(), validator is None or validator(m.group())) for m in pattern.finditer(text))
+        for start, end, valid in spans:
+            if any(start < c_end and c_start < end for c_start, c_end in claimed):
                 continue
-            if validator is not None and not validator(m.group()):
+            if not valid:
                 if kind in _CLAIM_WHEN_INVALID:
-                    claimed.append(m.span())
+                    claimed.append((start, end))
                 continue
-            claimed.append(m.span())
-            taken.append(Finding(kind, m.start(), m.end(), m.group()))
+            claimed.append((start, end))
+            taken.append(Finding(kind, start, end, text[start:end]))
     return sorted(taken, key=lambda f: f.start)
 
 
