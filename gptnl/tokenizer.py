@@ -27,14 +27,63 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, *ROLE_TOKENS)
 # assistant turn; generation stops at <|end|> (listed as an eos id in generation_config.json). The
 # `generation` block marks what the assistant says, so `return_assistant_tokens_mask` (TRL, and our
 # tests) find the tokens that carry the loss; it renders nothing itself.
+#
+# Tools (docs/serving.md, "Tools and structured output") use the Hermes format that vLLM's `hermes`
+# tool-call parser reads, with the role markers we already have, so no tokenizer needs new tokens:
+# - `tools` given: a system turn (the conversation's own system message, then a blank line) lists each
+#   function's JSON schema between <tools></tools> and says how to call one;
+# - an assistant turn with `tool_calls`: its content (if any) and a newline, then per call
+#   `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` (calls joined by a newline),
+#   all inside the `generation` block, then <|end|>;
+# - consecutive `tool` messages: one user turn, each result between <tool_response name="..."> and
+#   </tool_response> (the name is the called function's, found through `tool_call_id`), joined by a
+#   newline.
+# A conversation without tools, tool calls or tool messages renders exactly as before tools existed.
+TOOLS_INTRO = "# Functies\n\nJe kunt functies aanroepen. Hun beschrijvingen staan als JSON tussen <tools></tools>:\n<tools>"
+TOOLS_OUTRO = ("\n</tools>\n\nRoep een functie aan met een JSON-object met de naam en de argumenten tussen "
+               "<tool_call></tool_call>:\n<tool_call>\n{\"name\": <functienaam>, \"arguments\": <argumenten als "
+               "JSON-object>}\n</tool_call>\nWat een functie teruggeeft, staat tussen <tool_response></tool_response>.")
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
-    "{{ raise_exception('unknown role ' ~ message['role'] ~ '; allowed: system, user, assistant') }}"
+    "{% set first = 0 %}"
+    "{% if tools %}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set first = 1 %}{{ '<|system|>\n' ~ messages[0]['content'] ~ '\n\n' }}"
+    "{% else %}{{ '<|system|>\n' }}{% endif %}"
+    "{{ '" + TOOLS_INTRO + "' }}"
+    "{% for tool in tools %}{{ '\n' ~ ((tool['function'] if tool['function'] is defined else tool) | tojson) }}{% endfor %}"
+    "{{ '" + TOOLS_OUTRO + "<|end|>\n' }}"
     "{% endif %}"
-    "{% if message['role'] == 'assistant' %}"
+    "{% for message in messages %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}"
+    "{{ raise_exception('unknown role ' ~ message['role'] ~ '; allowed: system, user, assistant, tool') }}"
+    "{% endif %}"
+    "{% if loop.index0 < first %}"
+    "{% elif message['role'] == 'assistant' and message['tool_calls'] %}"
+    "{{ '<|assistant|>\n' }}{% generation %}"
+    "{% if message['content'] %}{{ message['content'] ~ '\n' }}{% endif %}"
+    "{% for call in message['tool_calls'] %}"
+    "{% set f = call['function'] if call['function'] is defined else call %}"
+    "{{ ('\n' if not loop.first else '') ~ '<tool_call>\n' }}"
+    "{% if f['arguments'] is string %}{{ '{\"name\": ' ~ (f['name'] | tojson) ~ ', \"arguments\": ' ~ f['arguments'] ~ '}' }}"
+    "{% else %}{{ {'name': f['name'], 'arguments': f['arguments'] if f['arguments'] is defined else {}} | tojson }}{% endif %}"
+    "{{ '\n</tool_call>' }}"
+    "{% endfor %}"
+    "{{ '<|end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% elif message['role'] == 'assistant' %}"
     "{{ '<|assistant|>\n' }}{% generation %}{{ message['content'] ~ '<|end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% elif message['role'] == 'tool' %}"
+    "{% set ns = namespace(name=message['name'] if message['name'] is string else '') %}"
+    "{% set here = loop.index0 %}"
+    "{% for m in messages[:here] if m['role'] == 'assistant' and m['tool_calls'] %}"
+    "{% for call in m['tool_calls'] if call['id'] is defined and call['id'] == message['tool_call_id'] %}"
+    "{% set ns.name = (call['function'] if call['function'] is defined else call)['name'] %}"
+    "{% endfor %}{% endfor %}"
+    "{{ '<|user|>\n' if loop.first or loop.previtem['role'] != 'tool' else '\n' }}"
+    "{{ '<tool_response' ~ (' name=\"' ~ ns.name ~ '\"' if ns.name else '') ~ '>\n' }}"
+    "{{ message['content'] if message['content'] is string else (message['content'] | tojson) }}"
+    "{{ '\n</tool_response>' }}"
+    "{{ '<|end|>\n' if loop.last or loop.nextitem['role'] != 'tool' else '' }}"
     "{% else %}"
     "{{ '<|' ~ message['role'] ~ '|>\n' ~ message['content'] ~ '<|end|>\n' }}"
     "{% endif %}"

@@ -1,7 +1,8 @@
 """Chat-format instruction data: read, validate, and pass through the corpus pipeline's gates.
 
 A conversation is one JSON object per line: `id`, `messages` (system?, then user/assistant turns
-ending with the assistant), `licence` (SPDX id) and `source`. Every line ends up in the ledger
+ending with the assistant), `licence` (SPDX id) and `source`; a tool-use conversation also has
+`tools`, assistant `tool_calls` and `tool` results in OpenAI's format (`toolcalls`). Every line ends up in the ledger
 exactly once: kept (train or validation) or refused with the step and the reason, like a corpus
 document. The licence gate, the PII scrubber and decontamination are the corpus pipeline's own.
 """
@@ -21,6 +22,7 @@ from gptnl.config import SftData, load_licence_policy
 from gptnl.data_pipeline.decontaminate import ngram_keys, task_index
 from gptnl.data_pipeline.licences import LicenceGate
 from gptnl.errors import GptnlError
+from gptnl.finetune import toolcalls
 
 ROLES = ("system", "user", "assistant")
 
@@ -28,10 +30,11 @@ ROLES = ("system", "user", "assistant")
 @dataclass(frozen=True)
 class Conversation:
     id: str
-    messages: list[dict[str, str]]
+    messages: list[dict]
     licence: str
     source: str
     location: str
+    tools: list[dict] | None = None  # OpenAI's function tools, for conversations that call them
 
 
 @dataclass
@@ -98,6 +101,12 @@ def parse_line(raw: bytes, location: str) -> Conversation | str:
             return f"'{key}' must be a non-empty string"
     if not isinstance(obj.get("licence") or "", str):
         return f"'licence' must be a string (an SPDX id), got {type(obj['licence']).__name__}"
+    if toolcalls.uses_tools(obj):
+        try:
+            tools, messages = toolcalls.parse(obj)
+        except toolcalls.Malformed as exc:
+            return str(exc)
+        return Conversation(obj["id"], messages, obj.get("licence") or "", obj["source"], location, tools)
     problem = _structure_problem(obj.get("messages"))
     if problem:
         return problem
@@ -152,10 +161,10 @@ def prepare(data: Path, cfg: SftData, length: Callable[[Conversation], int], seq
             continue
         messages, found = [], Counter()
         for m in item.messages:
-            text, counts = pii.redact(m["content"], cfg.pii.mode, seed=cfg.pii.seed)
-            messages.append({"role": m["role"], "content": text})
+            scrubbed, counts = toolcalls.scrub(m, lambda t: pii.redact(t, cfg.pii.mode, seed=cfg.pii.seed))
+            messages.append(scrubbed)
             found.update(counts)
-        conv = Conversation(item.id, messages, decision.licence, item.source, location)
+        conv = Conversation(item.id, messages, decision.licence, item.source, location, item.tools)
         n = length(conv)
         if n > seq_len:
             refuse(location, item.id, "length", f"{n} tokens, more than seq_len {seq_len} (never cut)")

@@ -98,9 +98,9 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
     torch.manual_seed(cfg.seed)
     tokenizer, model, grew_vocab = load_base(base, torch.bfloat16 if bf16 else torch.float32)
     renderer = ChatRenderer(tokenizer)
-    prepared = prepare(data, cfg.data, lambda c: renderer.length(c.messages), cfg.seq_len)
-    train_enc = [renderer.encode(c.messages) for c in prepared.train]
-    val_enc = [renderer.encode(c.messages) for c in prepared.val]
+    prepared = prepare(data, cfg.data, lambda c: renderer.length(c.messages, c.tools), cfg.seq_len)
+    train_enc = [renderer.encode(c.messages, c.tools) for c in prepared.train]
+    val_enc = [renderer.encode(c.messages, c.tools) for c in prepared.val]
     lengths = [len(e.ids) for e in train_enc]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if main:
