@@ -295,6 +295,10 @@ def keys_create(
     output_guard: bool = typer.Option(True, "--output-guard/--no-output-guard",
                                       help="Redact checksum-valid BSN/IBAN/card numbers from answers."),
     metrics: bool = typer.Option(False, "--metrics", help="The key may read /metrics."),
+    budget_day: int = typer.Option(None, "--budget-day", min=1, help="Tokens per UTC day (default: no budget)."),
+    budget_month: int = typer.Option(None, "--budget-month", min=1, help="Tokens per UTC month (default: none)."),
+    budget_soft: float = typer.Option(None, "--budget-soft", min=0.01, max=1.0,
+                                      help="Share of a budget after which answers carry a warning header."),
     config: Path = typer.Option(GATEWAY, "--config", help="Gateway config whose key store to use."),
 ) -> None:
     """Create a key; it is printed once and stored only as a hash."""
@@ -314,7 +318,8 @@ def keys_create(
     except ValueError:
         raise GptnlError(f"--expires {expires!r}: use YYYY-MM-DD") from None
     key = KeyStore(cfg.keys).create(name, wanted, rpm, tpm, max_concurrent=max_concurrent, expires=until,
-                                    log_content=log_content, output_guard=output_guard, metrics=metrics)
+                                    log_content=log_content, output_guard=output_guard, metrics=metrics,
+                                    budget_day=budget_day, budget_month=budget_month, budget_soft=budget_soft)
     typer.echo(f"key for {name} (shown once; store it safely):", err=True)
     print(key)  # alone on stdout, so `KEY=$(gptnl keys create ...)` works
 
@@ -326,10 +331,13 @@ def keys_list(config: Path = typer.Option(GATEWAY, "--config")) -> None:
     from gptnl.serving.keys import KeyStore
 
     table = Table()
-    for col in ("name", "key", "models", "rpm", "tpm", "concurrent", "expires", "state", "guard", "content"):
+    for col in ("name", "key", "models", "rpm", "tpm", "concurrent", "budget day/month", "expires", "state",
+                "guard", "content"):
         table.add_column(col)
     for r in KeyStore(load_gateway_config(config, check_models=False).keys).records():
-        table.add_row(r.name, r.shown, ",".join(r.models), str(r.rpm), str(r.tpm), str(r.max_concurrent),
+        budget = f"{r.budget_day or '-'}/{r.budget_month or '-'}" + (f" (warn {r.budget_soft:.0%})"
+                                                                      if r.budget_soft else "")
+        table.add_row(r.name, r.shown, ",".join(r.models), str(r.rpm), str(r.tpm), str(r.max_concurrent), budget,
                       str(r.expires or "-"), r.problem() or "active", "on" if r.output_guard else "off",
                       "logged" if r.log_content else "-")
     console.print(table)
@@ -337,12 +345,103 @@ def keys_list(config: Path = typer.Option(GATEWAY, "--config")) -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(name: str = typer.Argument(...), config: Path = typer.Option(GATEWAY, "--config")) -> None:
-    """Revoke a key; a running gateway refuses it from its next request on."""
+    """Revoke a key; a running gateway refuses it from its next request on (every gateway on the
+    config's shared store, too)."""
     from gptnl.config import load_gateway_config
     from gptnl.serving.keys import KeyStore
 
-    KeyStore(load_gateway_config(config, check_models=False).keys).revoke(name)
-    console.print(f"revoked {name}")
+    cfg = load_gateway_config(config, check_models=False)
+    KeyStore(cfg.keys).revoke(name)
+    if cfg.store is not None:
+        from gptnl.serving.store import revoke_shared
+
+        revoke_shared(cfg.store.url, cfg.store.prefix, name)
+    console.print(f"revoked {name}" + (f" (also in the shared store {cfg.store.url})" if cfg.store else ""))
+
+
+@keys_app.command("update")
+def keys_update(
+    name: str = typer.Argument(..., help="The key's name (see `gptnl keys list`)."),
+    models: str = typer.Option(None, "--models", help="Comma-separated models the key may use."),
+    rpm: int = typer.Option(None, "--rpm", min=1, help="Requests per minute."),
+    tpm: int = typer.Option(None, "--tpm", min=1, help="Tokens (prompt + completion) per minute."),
+    max_concurrent: int = typer.Option(None, "--max-concurrent", min=1, help="Requests in flight at once."),
+    budget_day: int = typer.Option(None, "--budget-day", min=0, help="Tokens per UTC day; 0 removes the budget."),
+    budget_month: int = typer.Option(None, "--budget-month", min=0, help="Tokens per UTC month; 0 removes it."),
+    budget_soft: float = typer.Option(None, "--budget-soft", min=0, max=1.0,
+                                      help="Share of a budget after which answers warn; 0 removes the warning."),
+    expires: str = typer.Option(None, "--expires", help="Last valid day, YYYY-MM-DD; 'never' removes it."),
+    config: Path = typer.Option(GATEWAY, "--config", help="Gateway config whose key store to use."),
+) -> None:
+    """Change a key's models or limits; running gateways apply it from their next request on."""
+    import datetime as dt
+
+    from gptnl.config import load_gateway_config
+    from gptnl.errors import GptnlError
+    from gptnl.serving.keys import KeyStore
+
+    cfg = load_gateway_config(config, check_models=False)
+    changes: dict = {f: v for f, v in (("rpm", rpm), ("tpm", tpm), ("max_concurrent", max_concurrent))
+                     if v is not None}
+    changes.update({f: v or None for f, v in (("budget_day", budget_day), ("budget_month", budget_month),
+                                              ("budget_soft", budget_soft)) if v is not None})
+    if models is not None:
+        wanted = [m.strip() for m in models.split(",") if m.strip()]
+        unknown = [m for m in wanted if m not in cfg.models]
+        if unknown or not wanted:
+            raise GptnlError(f"--models: {', '.join(unknown) or 'none given'}; {config} serves: "
+                             f"{', '.join(cfg.models)}")
+        changes["models"] = wanted
+    if expires is not None:
+        try:
+            changes["expires"] = None if expires == "never" else dt.date.fromisoformat(expires)
+        except ValueError:
+            raise GptnlError(f"--expires {expires!r}: use YYYY-MM-DD or 'never'") from None
+    if not changes:
+        raise GptnlError("nothing to change: give at least one of --models, --rpm, --tpm, --max-concurrent, "
+                         "--budget-day, --budget-month, --budget-soft, --expires")
+    r = KeyStore(cfg.keys).update(name, **changes)
+    console.print(f"updated {name}: " + ", ".join(f"{f}={getattr(r, f)}" for f in changes))
+
+
+@keys_app.command("usage")
+def keys_usage(
+    since: str = typer.Option(None, "--since", help="From this UTC day (YYYY-MM-DD) or time on."),
+    by: str = typer.Option("key", "--by", help="Group by key, model or day (UTC)."),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    config: Path = typer.Option(GATEWAY, "--config", help="Gateway config whose audit log to read."),
+) -> None:
+    """Requests, refusals, tokens and latency per key, model or day, from the audit log (cost allocation)."""
+    import csv
+    import json
+    import sys
+
+    from gptnl.config import load_gateway_config
+    from gptnl.errors import GptnlError
+    from gptnl.serving.usage import usage_report
+
+    if fmt not in ("table", "csv", "json"):
+        raise GptnlError(f"--format {fmt!r}: use table, csv or json")
+    cfg = load_gateway_config(config, check_models=False)
+    rows, notes = usage_report(cfg.audit, since, by)
+    for note in notes.skipped:
+        typer.echo(f"{cfg.audit}: {note}", err=True)
+    records = [r.as_dict() | {by: r.as_dict()["group"]} for r in rows]
+    cols = [by, "requests", "ok", "refused", "errors", "prompt_tokens", "completion_tokens", "tokens", "p50_ms",
+            "p99_ms"]
+    if fmt == "json":
+        print(json.dumps([{c: r[c] for c in cols} for r in records], indent=1))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    else:
+        table = Table()
+        for c in cols:
+            table.add_column(c, justify="left" if c == by else "right")
+        for r in records:
+            table.add_row(*("-" if r[c] is None else str(r[c]) for c in cols))
+        console.print(table)
 
 
 from gptnl.evals.cli import eval_app  # noqa: E402 - a sub-app of its own module, registered here

@@ -130,6 +130,9 @@ class TrainConfig(Strict):
     zero_stage: Literal[0, 1, 2, 3] = 2
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 on GPU, fp32 on CPU")
     activation_checkpointing: bool = False
+    compile: bool = Field(default=False, description=(
+        "torch.compile the model and the loss (Inductor fuses norms, RoPE, SwiGLU and the cross-entropy); "
+        "the first steps of each process are slower while it compiles"))
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     metrics: MetricsConfig = MetricsConfig()
@@ -313,6 +316,15 @@ class ServedModel(Strict):
         return self
 
 
+class LimitsStore(Strict):
+    """A Valkey/Redis server that several gateways share for limits, budgets and revocations."""
+
+    url: str = Field(pattern=r"^(redis|rediss|unix)://", description="e.g. redis://127.0.0.1:6379/0")
+    prefix: str = Field(default="gptnl", min_length=1, description="prefix of every key the gateways write")
+    lease_ttl_s: float = Field(default=30, gt=0, description="a killed gateway's slots come back after this")
+    timeout_s: float = Field(default=2, gt=0, description="no answer within this: requests are refused (503)")
+
+
 class GatewayConfig(Strict):
     """`serving/gateway.yaml`. Paths are relative to the file."""
 
@@ -329,6 +341,7 @@ class GatewayConfig(Strict):
     vllm_python: Path | None = Field(default=None, description="Python with vLLM; null: .venv-vllm, then this one")
     profiles: Path = Path("profiles")
     models: dict[str, ServedModel] = Field(min_length=1)
+    store: LimitsStore | None = Field(default=None, description="shared limits store; null: this process's memory")
 
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 

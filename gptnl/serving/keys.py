@@ -86,7 +86,8 @@ class KeyStore:
 
     def create(self, name: str, models: list[str], rpm: int, tpm: int, *, max_concurrent: int = 4,
                expires: dt.date | None = None, log_content: bool = False, output_guard: bool = True,
-               metrics: bool = False) -> str:
+               metrics: bool = False, budget_day: int | None = None, budget_month: int | None = None,
+               budget_soft: float | None = None) -> str:
         """A new key; returns the key itself, which is never stored."""
         if not name.strip():
             raise GptnlError("--name must not be empty")
@@ -100,6 +101,7 @@ class KeyStore:
             records.append(KeyRecord(name=name, hash=hash_key(key), shown=key[:10] + "…", models=models, rpm=rpm,
                                      tpm=tpm, max_concurrent=max_concurrent, expires=expires,
                                      log_content=log_content, output_guard=output_guard, metrics=metrics,
+                                     budget_day=budget_day, budget_month=budget_month, budget_soft=budget_soft,
                                      created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")))
             self._write(records)
         return key
@@ -113,6 +115,25 @@ class KeyStore:
             for r in found:
                 r.revoked = True
             self._write(records)
+
+    def update(self, name: str, **changes) -> KeyRecord:
+        """Change a key's scopes or limits (validated as on creation); running gateways pick it up from
+        their next request on. A change to None removes that limit (budgets, expiry)."""
+        allowed = set(KeyRecord.model_fields) - {"name", "hash", "shown", "created", "revoked"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise GptnlError(f"cannot change {', '.join(sorted(unknown))} of a key")
+        with self._locked():
+            records = self.records()
+            for i, r in enumerate(records):
+                if r.name == name and not r.revoked:
+                    try:
+                        records[i] = KeyRecord.model_validate({**r.model_dump(), **changes})
+                    except ValueError as exc:
+                        raise GptnlError(f"key '{name}': {exc}") from None
+                    self._write(records)
+                    return records[i]
+        raise GptnlError(f"no active key named '{name}' (see `gptnl keys list`)")
 
     def lookup(self, key: str) -> KeyRecord | None:
         """The record of a presented key (rereading the file when it changed)."""

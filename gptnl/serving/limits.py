@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 
-from gptnl.serving.store import Denial, Grant, Limits, MemoryStore, period_end
+from gptnl.serving.store import Denial, Grant, Limits, MemoryStore, StoreUnavailable, period_end
 
 BUDGET_WARNING = "x-gptnl-budget-warning"
 
@@ -117,7 +117,10 @@ class Limiter:
     async def hold(self, key, tokens: int) -> AsyncIterator[Lease]:
         """Admit `key` (a KeyRecord) for a request reserving `tokens`, or raise Refused."""
         limits, now = limits_of(key), self.clock()
-        result = await self.store.admit(key.name, limits, tokens, now)
+        try:
+            result = await self.store.admit(key.name, limits, tokens, now)
+        except StoreUnavailable as exc:
+            raise Refused(f"{exc}; retry shortly", 5, "store_unavailable", 503) from None
         if isinstance(result, Denial):
             raise refusal(key.name, limits, tokens, result, now)
         lease = Lease(self, key.name, result, lease_headers(limits, result, getattr(key, "budget_soft", None)))
@@ -134,8 +137,11 @@ class Limiter:
         try:
             if used is not None:
                 await self.store.settle(name, grant, used)
+        except StoreUnavailable:
+            pass  # the reservation stands: counted high, never low
         finally:
-            await self.store.release(name, grant)
+            with contextlib.suppress(StoreUnavailable):  # the lease then expires after lease_ttl_s
+                await self.store.release(name, grant)
 
     async def _keep(self, name: str, grant: Grant) -> None:
         """Refresh a shared-store lease while its request runs, so only a dead gateway's leases expire."""

@@ -196,3 +196,167 @@ def key_prefix(prefix: str, name: str) -> str:
     """Redis key prefix of one API key: quoted (no ':' from a name can collide) and hash-tagged, so a
     Redis Cluster keeps all of one key's counters in one slot, as a Lua script needs."""
     return f"{prefix}:{{{quote(name, safe='')}}}"
+
+
+class StoreUnavailable(Exception):
+    """The shared store did not answer; the limiter refuses (limits fail closed)."""
+
+
+# KEYS: revoked, window (zset lease -> time), tokens (hash lease -> tokens), in flight (zset lease -> expiry),
+# day, month.  ARGV: now, cutoff, window_s, rpm, tpm, max_concurrent, tokens, budget_day, budget_month
+# (-1: none), lease, lease expiry, day end, month end (epoch seconds).  Same rule as `check`.
+_ADMIT = """
+local now, cutoff, win = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local rpm, tpm, maxc, tokens = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local bday, bmonth, lease = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 'revoked', '0', 0} end
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)) do redis.call('HDEL', KEYS[3], old) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])
+local inflight = redis.call('ZCARD', KEYS[4])
+if inflight >= maxc then return {0, 'concurrency', '1', inflight} end
+local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+local n = #entries / 2
+if n >= rpm then return {0, 'rpm', tostring(tonumber(entries[2 * (n - rpm) + 2]) + win - now), n} end
+local toks, used = {}, 0
+for i = 1, n do
+  toks[i] = tonumber(redis.call('HGET', KEYS[3], entries[2 * i - 1]) or '0')
+  used = used + toks[i]
+end
+if tokens > tpm then return {0, 'tpm_request', tostring(win), used} end
+if used + tokens > tpm then
+  local freed, wait = 0, win
+  for i = 1, n do
+    freed = freed + toks[i]
+    if used - freed + tokens <= tpm then wait = tonumber(entries[2 * i]) + win - now; break end
+  end
+  return {0, 'tpm', tostring(wait), used}
+end
+local day = tonumber(redis.call('GET', KEYS[5]) or '0')
+local month = tonumber(redis.call('GET', KEYS[6]) or '0')
+if bday >= 0 and day + tokens > bday then return {0, 'day', tostring(tonumber(ARGV[12]) - now), day} end
+if bmonth >= 0 and month + tokens > bmonth then return {0, 'month', tostring(tonumber(ARGV[13]) - now), month} end
+redis.call('ZADD', KEYS[2], ARGV[1], lease)
+redis.call('HSET', KEYS[3], lease, tokens)
+redis.call('EXPIRE', KEYS[2], math.ceil(win) + 5)
+redis.call('EXPIRE', KEYS[3], math.ceil(win) + 5)
+redis.call('ZADD', KEYS[4], ARGV[11], lease)
+redis.call('EXPIREAT', KEYS[4], math.ceil(tonumber(ARGV[11])) + 5)
+day = redis.call('INCRBY', KEYS[5], tokens)
+redis.call('EXPIREAT', KEYS[5], math.ceil(tonumber(ARGV[12])) + 86400)
+month = redis.call('INCRBY', KEYS[6], tokens)
+redis.call('EXPIREAT', KEYS[6], math.ceil(tonumber(ARGV[13])) + 86400)
+return {1, n + 1, used + tokens, day, month}
+"""
+
+# KEYS: tokens, day, month.  ARGV: lease, used, used - reserved.
+_SETTLE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+for i = 2, 3 do
+  if redis.call('EXISTS', KEYS[i]) == 1 and redis.call('INCRBY', KEYS[i], ARGV[3]) < 0 then
+    redis.call('SET', KEYS[i], 0, 'KEEPTTL')
+  end
+end
+return 1
+"""
+
+# KEYS: in flight.  ARGV: lease, new expiry.
+_REFRESH = """
+if redis.call('ZADD', KEYS[1], 'XX', 'CH', ARGV[2], ARGV[1]) == 1 then
+  redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(ARGV[2])) + 5)
+end
+return 1
+"""
+
+
+class RedisStore:
+    """Counters in a Valkey or Redis server that several gateways share (`store: {url: ...}`)."""
+
+    def __init__(self, url: str, prefix: str = "gptnl", lease_ttl_s: float = 30.0, timeout_s: float = 2.0):
+        import redis.asyncio
+
+        self.url, self.prefix, self.lease_ttl_s = url, prefix, lease_ttl_s
+        self._redis = redis.asyncio.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._admit = self._redis.register_script(_ADMIT)
+        self._settle = self._redis.register_script(_SETTLE)
+        self._refresh = self._redis.register_script(_REFRESH)
+
+    def _k(self, name: str, part: str) -> str:
+        return f"{key_prefix(self.prefix, name)}:{part}"
+
+    async def _call(self, script, keys: list[str], args: list):
+        import redis
+
+        try:
+            return await script(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"the shared limits store {self.url} did not answer ({exc})") from None
+
+    async def admit(self, name: str, limits: Limits, tokens: int, now: float) -> Grant | Denial:
+        day, month = periods(now)
+        lease = new_lease()
+        keys = [self._k(name, p) for p in ("revoked", "window", "tokens", "inflight")] + \
+            [self._k(name, f"day:{day}"), self._k(name, f"month:{month}")]
+        args = [repr(now), repr(now - WINDOW_S), WINDOW_S, limits.rpm, limits.tpm, limits.max_concurrent, tokens,
+                -1 if limits.budget_day is None else limits.budget_day,
+                -1 if limits.budget_month is None else limits.budget_month,
+                lease, repr(now + self.lease_ttl_s), period_end(day).timestamp(), period_end(month).timestamp()]
+        r = await self._call(self._admit, keys, args)
+        if r[0] == 0:
+            return Denial(r[1].decode(), float(r[2]), int(r[3]))
+        return Grant(lease, tokens, day, month, int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+
+    async def settle(self, name: str, grant: Grant, used: int) -> None:
+        delta, grant.tokens = used - grant.tokens, used
+        await self._call(self._settle, [self._k(name, "tokens"), self._k(name, f"day:{grant.day}"),
+                                        self._k(name, f"month:{grant.month}")], [grant.lease, used, delta])
+
+    async def release(self, name: str, grant: Grant) -> None:
+        import redis
+
+        try:
+            await self._redis.zrem(self._k(name, "inflight"), grant.lease)
+        except redis.RedisError as exc:  # the lease expires by itself after lease_ttl_s
+            raise StoreUnavailable(f"the shared limits store {self.url} did not answer ({exc})") from None
+
+    async def refresh(self, name: str, grant: Grant, now: float) -> None:
+        await self._call(self._refresh, [self._k(name, "inflight")], [grant.lease, repr(now + self.lease_ttl_s)])
+
+    async def revoke(self, name: str) -> None:
+        await self._redis.set(self._k(name, "revoked"), 1)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+def revoke_shared(url: str, prefix: str, name: str, timeout_s: float = 5.0) -> None:
+    """Mark a key revoked in the shared store (`gptnl keys revoke`): every gateway on it refuses the key
+    from its next request on, whatever copy of the key file it has."""
+    import redis
+
+    from gptnl.errors import GptnlError
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client.set(f"{key_prefix(prefix, name)}:revoked", 1)
+    except redis.RedisError as exc:
+        raise GptnlError(f"store {url}: could not record the revocation ({exc}); the key file says revoked, "
+                         "but gateways with another copy of it still accept the key") from None
+    finally:
+        client.close()
+
+
+def open_store(cfg):
+    """The store a gateway config names: the shared one, or this process's, with the budgets spent so far
+    this month rebuilt from the audit log."""
+    if cfg.store is not None:
+        s = cfg.store
+        return RedisStore(s.url, s.prefix, s.lease_ttl_s, s.timeout_s)
+    import time
+
+    from gptnl.serving.usage import spent_this_period
+
+    store = MemoryStore()
+    for name, (day, day_tokens, month, month_tokens) in spent_this_period(cfg.audit, time.time()).items():
+        store.seed(name, day, day_tokens, month, month_tokens)
+    return store
