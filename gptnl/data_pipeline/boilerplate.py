@@ -1,8 +1,13 @@
 """C4-style boilerplate rules for Dutch web text: C4's policy-line rule only knows English
-phrases ("privacy policy", "uses cookies"), so Dutch cookie walls and footers pass it. Lines with
-Dutch policy phrases are removed; a document that is mostly such lines, or mostly menu items
-(short lines without sentence punctuation) by word count, is refused. Counting words rather than
-lines spares letters, whose address blocks are short lines too."""
+phrases ("privacy policy", "uses cookies"), so Dutch cookie walls and footers pass it.
+
+A line is policy text when it holds a Dutch policy phrase and is footer-like: short (a footer,
+a button, a menu of legal links), or a cookie wall (a paragraph dense with such phrases). A
+sentence of prose that mentions cookies, a privacy policy or "terug naar boven" is not, however
+long its line: extracted text often puts a whole article on one line. Policy lines are removed;
+a document is refused when policy lines are most of it (by lines and by words), or when menu
+items (short lines without sentence punctuation) hold most of its words. Counting words spares
+letters, whose address blocks are short lines too, and one-line articles with a short footer."""
 
 from __future__ import annotations
 
@@ -19,6 +24,18 @@ POLICY_PHRASES = (
 )
 _POLICY = re.compile("|".join(re.escape(p) for p in POLICY_PHRASES), re.IGNORECASE)
 _SENTENCE_END = (".", "!", "?", ":", ";", "…", '"', "”", "’", ")")
+FOOTER_WORDS = 15           # "© 2025 Gemeente Zutphen | Privacyverklaring | Cookies | Toegankelijkheid" and shorter
+WALL_MIN_PHRASES = 3        # a cookie wall names cookies, consent and the policy again and again …
+WALL_WORDS_PER_PHRASE = 25  # … at least once every 25 words; prose mentions them once in a while
+
+
+def is_policy_line(line: str) -> bool:
+    """Whether a line is footer or cookie-wall text (what the filter removes)."""
+    hits = len(_POLICY.findall(line))
+    if not hits:
+        return False
+    words = len(line.split())
+    return words <= FOOTER_WORDS or (hits >= WALL_MIN_PHRASES and hits * WALL_WORDS_PER_PHRASE >= words)
 
 
 class DutchBoilerplateFilter(BaseFilter):
@@ -33,14 +50,15 @@ class DutchBoilerplateFilter(BaseFilter):
         content = [line for line in lines if line.strip()]
         if not content:
             return refuse(doc, "boilerplate", "no text")
-        policy = [line for line in content if _POLICY.search(line)]
-        if len(policy) / len(content) >= self.max_policy:
+        words = sum(len(line.split()) for line in content)
+        policy = [line for line in content if is_policy_line(line)]
+        policy_words = sum(len(line.split()) for line in policy)
+        if len(policy) / len(content) >= self.max_policy and policy_words / words >= self.max_policy:
             return refuse(doc, "boilerplate", f"{len(policy)} of {len(content)} lines are cookie or policy text")
         menu = [line for line in content if len(line.split()) <= 3 and not line.rstrip().endswith(_SENTENCE_END)]
-        menu_words, words = sum(len(line.split()) for line in menu), sum(len(line.split()) for line in content)
-        if len(menu) >= 5 and menu_words / words >= self.max_menu:
+        if len(menu) >= 5 and sum(len(line.split()) for line in menu) / words >= self.max_menu:
             return refuse(doc, "boilerplate", f"{len(menu)} of {len(content)} lines are menu items")
         if policy:
-            doc.text = "\n".join(line for line in lines if not _POLICY.search(line))
+            doc.text = "\n".join(line for line in lines if not is_policy_line(line))
             self.stat_update("policy_lines_removed", value=len(policy))
         return True
