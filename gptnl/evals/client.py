@@ -54,7 +54,7 @@ class Cache:
 class Client:
     def __init__(self, base_url: str, *, model_id: str | None = None, api_key: str | None = None,
                  fingerprint: str = "", cache: Cache | None = None, concurrency: int = 4, timeout: float = 120,
-                 retries: int = 3):
+                 retries: int = 3, tokenizer: str | None = None):
         import openai
 
         self._openai = openai
@@ -64,6 +64,9 @@ class Client:
         self.cache, self.concurrency, self.fingerprint = cache, concurrency, fingerprint
         self.requests = 0
         self.cached = 0
+        self.tokenizer_path = tokenizer
+        self._tokenizer = None
+        self._models: list | None = None
         self.model = model_id or self._only_model()
 
     def _call(self, fn, *args, **kwargs):
@@ -79,12 +82,41 @@ class Client:
         except o.APIStatusError as exc:
             raise EvalError(f"{self.base_url}: HTTP {exc.status_code}: {exc.message}") from None
 
+    def _listed(self) -> list:
+        if self._models is None:
+            self._models = list(self._call(self.api.models.list).data)
+        return self._models
+
     def _only_model(self) -> str:
-        ids = [m.id for m in self._call(self.api.models.list).data]
+        ids = [m.id for m in self._listed()]
         if len(ids) != 1:
             raise EvalError(f"{self.base_url} serves {len(ids)} models ({', '.join(ids)}): name one "
                             f"(model_id in the sweep, or --model NAME=URL#MODEL)")
         return ids[0]
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The context the endpoint says the model holds (vLLM and our gateway list it in /v1/models)."""
+        found = next((m for m in self._listed() if m.id == self.model), None)
+        value = getattr(found, "max_model_len", None) if found is not None else None
+        return value if isinstance(value, int) else None
+
+    def tokenize(self, text: str) -> tuple[list[int], int]:
+        """(the text's token ids without special tokens, the id that starts a document: BOS, else EOS),
+        with the model's own tokenizer (a local export's folder, or `tokenizer` in the sweep)."""
+        if self.tokenizer_path is None:
+            raise EvalError(f"{self.base_url}: a document longer than the model's context is scored in windows of "
+                            "tokens, which needs the model's tokenizer: give `tokenizer: PATH` for this model in the "
+                            "sweep (a local export brings its own)")
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path, local_files_only=True)
+        tok = self._tokenizer
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if start is None:
+            raise EvalError(f"{self.tokenizer_path}: the tokenizer has neither a BOS nor an EOS token to start on")
+        return tok(text, add_special_tokens=False)["input_ids"], start
 
     def _key(self, kind: str, payload: dict) -> str:
         raw = json.dumps({"kind": kind, "base": self.base_url, "model": self.model, "fp": self.fingerprint,
@@ -138,6 +170,28 @@ class Client:
             return answers
 
         return self._cached_map("loglik", [{"context": c, "continuation": x} for c, x in pairs], compute,
+                                use_cache, batch=BATCH)
+
+    def loglik_tokens(self, windows: list[tuple[list[int], list[int]]], use_cache: bool = True) -> list[dict]:
+        """For each (context ids, continuation ids): {"loglik": the continuation's summed log-probs,
+        "tokens": how many}, the prompt sent as token ids so that nothing is tokenised twice."""
+
+        def compute(payloads: list[dict]) -> list[dict]:
+            prompts = [p["context"] + p["continuation"] for p in payloads]
+            resp = self._call(self.api.completions.create, model=self.model, prompt=prompts, max_tokens=1,
+                              temperature=0, echo=True, logprobs=1)
+            answers = []
+            for p, choice in zip(payloads, sorted(resp.choices, key=lambda c: c.index), strict=True):
+                lp = choice.logprobs
+                values = list(lp.token_logprobs or []) if lp is not None else []
+                start, end = len(p["context"]), len(p["context"]) + len(p["continuation"])
+                if len(values) < end or any(v is None for v in values[start:end]):
+                    raise EvalError(f"{self.base_url}: no prompt log-probs for the token prompt (the endpoint "
+                                    "must support echo + logprobs on /v1/completions)")
+                answers.append({"loglik": float(sum(values[start:end])), "tokens": end - start})
+            return answers
+
+        return self._cached_map("loglik-tokens", [{"context": c, "continuation": x} for c, x in windows], compute,
                                 use_cache, batch=BATCH)
 
     def generate(self, prompts: list[str], *, max_tokens: int, temperature: float = 0.0, chat: bool = False,

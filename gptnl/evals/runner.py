@@ -5,19 +5,34 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from gptnl import __version__
-from gptnl.evals import detectors
+from gptnl.evals import fewshot
 from gptnl.evals.client import Client
-from gptnl.evals.metrics import HIGHER_IS_BETTER, bootstrap, f1_tokens, softmax
-from gptnl.evals.readability import measure
+from gptnl.evals.metrics import METRICS, bootstrap, softmax
 from gptnl.evals.results import ModelInfo, cell_id
+from gptnl.evals.scorers import SCORERS
 from gptnl.evals.spec import Settings
-from gptnl.evals.tasks import Task
+from gptnl.evals.tasks import EvalError, Task
+
+TaskTypeFn = Callable[[Task, list[dict], Client, Settings, int], list[dict]]
+TASK_TYPES: dict[str, TaskTypeFn] = {}
+
+
+def task_type(name: str) -> Callable[[TaskTypeFn], TaskTypeFn]:
+    """Register `fn(task, items, client, settings, few_shot) -> scored rows` as a task type."""
+
+    def register(fn: TaskTypeFn) -> TaskTypeFn:
+        if name in TASK_TYPES:
+            raise ValueError(f"task type {name!r} is registered twice")
+        TASK_TYPES[name] = fn
+        return fn
+
+    return register
 
 PASS_THROUGH = ("condition", "stereotyped", "unknown", "misconception", "group", "kind", "category", "scenario")
 
@@ -40,17 +55,6 @@ def _choices(task: Task, item: dict) -> list[str]:
     return item[c] if isinstance(c, str) else list(c)
 
 
-def _few_shot(task: Task, item: dict, k: int, seed: int) -> str:
-    """k solved examples from the other items, the same ones for every model."""
-    if k == 0:
-        return ""
-    others = [i for i in task.items if i.get("cluster", i["id"]) != item.get("cluster", item["id"])]
-    picked = random.Random(f"{seed}:{item['id']}").sample(others, min(k, len(others)))
-    d = task.spec.target_delimiter
-    return "".join(task.spec.prompt.format(**ex) + d + _choices(task, ex)[ex[task.spec.answer]] + "\n\n"
-                   for ex in picked)
-
-
 def _base_row(item: dict) -> dict:
     row = {"id": item["id"], "cluster": item.get("cluster", item.get("scenario", item["id"]))}
     row.update({k: item[k] for k in PASS_THROUGH if k in item})
@@ -64,11 +68,12 @@ def _tie_share(scores: list[float], answer: int) -> float:
     return (answer in best) / len(best)
 
 
+@task_type("multiple_choice")
 def _multiple_choice(task: Task, items: list[dict], client: Client, s: Settings, few_shot: int) -> list[dict]:
     d = task.spec.target_delimiter
     pairs, spans = [], []
     for item in items:
-        context = _few_shot(task, item, few_shot, s.seed) + task.spec.prompt.format(**item)
+        context = fewshot.prefix(task, item, few_shot, s.seed) + task.spec.prompt.format(**item)
         choices = _choices(task, item)
         spans.append((len(pairs), len(choices)))
         pairs += [(context, d + c) for c in choices]
@@ -85,19 +90,65 @@ def _multiple_choice(task: Task, items: list[dict], client: Client, s: Settings,
         answer = item.get(task.spec.answer)
         if isinstance(answer, int):
             row["correct"], row["correct_norm"] = _tie_share(mine, answer), _tie_share(per_byte, answer)
+            row["gold"] = answer
+        elif isinstance(answer, list):  # several true answers (TruthfulQA mc2): the probability mass on them
+            row["p_true"] = sum(p[i] for i in answer)
+            row["correct"] = float(pred in answer)
         rows.append(row)
     return rows
 
 
-def _pairs(task: Task, items: list[dict], client: Client) -> list[dict]:
+@task_type("pairs")
+def _pairs(task: Task, items: list[dict], client: Client, s: Settings, few_shot: int) -> list[dict]:
     answers = client.loglik([p for i in items for p in (("", i["good"]), ("", i["bad"]))], use_cache=task.spec.cache)
     return [{**_base_row(item), "correct": _tie_share([good["loglik"], bad["loglik"]], 0),
              "margin": good["loglik"] - bad["loglik"]}
             for item, good, bad in zip(items, answers[::2], answers[1::2], strict=True)]
 
 
-def _perplexity(task: Task, items: list[dict], client: Client) -> list[dict]:
-    answers = client.loglik([("", i["text"]) for i in items], use_cache=task.spec.cache)
+def rolling_windows(tokens: list[int], start: int, window: int, stride: int) -> list[tuple[list[int], list[int]]]:
+    """lm-eval's loglikelihood_rolling windows (get_rolling_token_windows + make_disjoint_window) as
+    (context, continuation) pairs of at most `window` tokens together: every token is scored once;
+    the first window after the start token, each later one `stride` new tokens with the tokens
+    before them as context (the model sees window - 1 positions, lm-eval's max_length)."""
+    span = window - 1
+    if not 1 <= stride <= span:
+        raise EvalError(f"rolling: stride {stride} must be between 1 and the window {window} - 1")
+    if not tokens:
+        return []
+    first = min(span, len(tokens))
+    out = [([start], tokens[:first])]
+    done = first
+    while done < len(tokens):
+        n = min(len(tokens) - done, stride)
+        end = done + n
+        out.append((tokens[max(0, end - span - 1):end - n], tokens[end - n:end]))
+        done = end
+    return out
+
+
+@task_type("perplexity")
+def _perplexity(task: Task, items: list[dict], client: Client, s: Settings, few_shot: int) -> list[dict]:
+    """Log-likelihood of whole documents; with the model's tokenizer at hand, in rolling windows of
+    token ids, so a document longer than the context is scored whole instead of refused."""
+    if client.tokenizer_path is None:
+        answers = client.loglik([("", i["text"]) for i in items], use_cache=task.spec.cache)
+    else:
+        room = client.max_model_len - 1 if client.max_model_len else None  # the endpoint generates one token
+        window = min(w for w in (task.spec.rolling.window, room) if w) if (task.spec.rolling.window or room) else None
+        if window is None:
+            raise EvalError(f"{task.name}: the endpoint does not say the model's context; set rolling.window")
+        span, answers = [], []
+        windows: list[tuple[list[int], list[int]]] = []
+        for item in items:
+            tokens, start_id = client.tokenize(item["text"])
+            mine = rolling_windows(tokens, start_id, window, task.spec.rolling.stride or window - 1)
+            span.append((len(windows), len(mine)))
+            windows += mine
+        scored = client.loglik_tokens(windows, use_cache=task.spec.cache)
+        for first, n in span:
+            part = scored[first:first + n]
+            answers.append({"loglik": sum(a["loglik"] for a in part), "tokens": sum(a["tokens"] for a in part)})
     return [{**_base_row(i), "loglik": a["loglik"], "tokens": a["tokens"], "bytes": len(i["text"].encode())}
             for i, a in zip(items, answers, strict=True)]
 
@@ -115,7 +166,8 @@ def decoys(secret: str, n: int, seed: str) -> list[str]:
     return sorted(picked)
 
 
-def _canary(task: Task, items: list[dict], client: Client, s: Settings) -> list[dict]:
+@task_type("canary")
+def _canary(task: Task, items: list[dict], client: Client, s: Settings, few_shot: int) -> list[dict]:
     """The Secret Sharer's exposure (Carlini et al., 2019): the secret's rank by log-likelihood among
     itself and random decoys of its shape after the canary's prefix, as log2(candidates) - log2(rank);
     and whether greedy decoding from the prefix writes the secret out."""
@@ -137,52 +189,23 @@ def _canary(task: Task, items: list[dict], client: Client, s: Settings) -> list[
     return rows
 
 
-def _score(task: Task, item: dict, text: str) -> dict:
+@task_type("generate")
+@task_type("probe")
+def _generate(task: Task, items: list[dict], client: Client, s: Settings, few_shot: int) -> list[dict]:
     spec = task.spec
-    if spec.scorer in ("exact", "f1"):
-        targets = item[spec.answer] if isinstance(item[spec.answer], list) else [item[spec.answer]]
-        if spec.scorer == "exact":
-            return {"score": float(any(text.strip().lower() == t.strip().lower() for t in targets))}
-        return {"score": max(f1_tokens(text, t) for t in targets)}
-    if spec.scorer == "regex":
-        return {"score": float(bool(re.search(spec.pattern, text)))}
-    if spec.scorer == "pii":
-        found = detectors.leaks(text)
-        return {"flag": bool(found), "found": found}
-    if spec.scorer == "refusal":
-        return {"flag": detectors.refuses(text)}
-    if spec.scorer == "readability":
-        m = measure(text)
-        b1 = spec.b1
-        return {"b1": bool(m and m.flesch_douma >= b1.min_flesch_douma and m.words_per_sentence <= b1.max_sentence_words
-                           and m.frequent_share >= b1.min_frequent_share),
-                "flesch_douma": m and m.flesch_douma, "words_per_sentence": m and m.words_per_sentence,
-                "words_per_clause": m and m.words_per_clause, "frequent_share": m and m.frequent_share}
-    return {}
-
-
-def _generate(task: Task, items: list[dict], client: Client, s: Settings) -> list[dict]:
-    spec = task.spec
-    answers = client.generate([spec.prompt.format(**i) for i in items], max_tokens=s.max_tokens or spec.max_tokens,
+    prompts = [fewshot.prefix(task, i, few_shot, s.seed) + spec.prompt.format(**i) for i in items]
+    answers = client.generate(prompts, max_tokens=s.max_tokens or spec.max_tokens,
                               temperature=s.temperature, chat=spec.chat if s.chat is None else s.chat, seed=s.seed,
                               use_cache=spec.cache)
     return [{**_base_row(i), "text": a["text"][:2000], "completion_tokens": a["completion_tokens"],
-             "latency_s": a["latency_s"], **_score(task, i, a["text"])} for i, a in zip(items, answers, strict=True)]
+             "latency_s": a["latency_s"], **SCORERS[spec.scorer](spec, i, a["text"])}
+            for i, a in zip(items, answers, strict=True)]
 
 
 def score_rows(task: Task, client: Client, settings: Settings) -> list[dict]:
     items = _limit(task.items, settings.limit)
-    few_shot = task.spec.few_shot if settings.few_shot is None else settings.few_shot
-    kind = task.spec.type
-    if kind == "multiple_choice":
-        return _multiple_choice(task, items, client, settings, few_shot)
-    if kind == "pairs":
-        return _pairs(task, items, client)
-    if kind == "perplexity":
-        return _perplexity(task, items, client)
-    if kind == "canary":
-        return _canary(task, items, client, settings)
-    return _generate(task, items, client, settings)
+    few_shot = task.spec.few_shot.n if settings.few_shot is None else settings.few_shot
+    return TASK_TYPES[task.spec.type](task, items, client, settings, few_shot)
 
 
 def run_cell(task: Task, client: Client, model: ModelInfo, settings: Settings,
@@ -204,7 +227,7 @@ def run_cell(task: Task, client: Client, model: ModelInfo, settings: Settings,
         "settings": settings_d,
         "metrics": metrics,
         "primary": task.spec.primary,
-        "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in task.spec.metrics},
+        "higher_is_better": {m: METRICS[m].higher_is_better for m in task.spec.metrics},
         "timings": {"started": started, "wall_s": round(time.perf_counter() - t0, 3),
                     "requests": client.requests - requests0, "cached": client.cached - cached0},
         "gptnl_version": __version__,

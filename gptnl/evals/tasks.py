@@ -128,9 +128,11 @@ def _check(spec: TaskSpec, item: dict, where: str, expanded_fields: set[str]) ->
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
             raise EvalError(f"{where}: `{spec.choices}` must be a list of at least two strings")
         answer = item.get(spec.answer)
-        if spec.expand is None and (not isinstance(answer, int) or isinstance(answer, bool)
-                                    or not 0 <= answer < len(choices)):
-            raise EvalError(f"{where}: `{spec.answer}` must be an index into the {len(choices)} choices")
+        indices = answer if isinstance(answer, list) and answer else [answer]  # a list: several true (mc2)
+        if spec.expand is None and not all(isinstance(a, int) and not isinstance(a, bool) and 0 <= a < len(choices)
+                                           for a in indices):
+            raise EvalError(f"{where}: `{spec.answer}` must be an index into the {len(choices)} choices "
+                            "(or a list of the true ones)")
     if spec.type == "pairs":
         for field in ("good", "bad"):
             if not isinstance(item.get(field), str) or not item[field].strip():
