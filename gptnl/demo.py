@@ -21,14 +21,15 @@ from pathlib import Path
 
 from rich.console import Console
 
+from gptnl.assets import asset
 from gptnl.errors import GptnlError
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "data_pipeline" / "sample"
-TRAIN_CONFIG = ROOT / "configs" / "train" / "tiny-cpu.yaml"
-SFT_CONFIG = ROOT / "configs" / "finetune" / "tiny-sft.yaml"
-INSTRUCTIONS = ROOT / "data_pipeline" / "instructions"
-RECIPE = ROOT / "data_pipeline" / "recipes" / "default.yaml"
+SAMPLE = asset("data_pipeline", "sample")
+TRAIN_CONFIG = asset("configs", "train", "tiny-cpu.yaml")
+SFT_CONFIG = asset("configs", "finetune", "tiny-sft.yaml")
+INSTRUCTIONS = asset("data_pipeline", "instructions")
+RECIPE = asset("data_pipeline", "recipes", "default.yaml")
+SUITE = asset("evals", "suites", "public-values.yaml")
 PROMPTS = (
     "De gemeente heeft besloten",
     "Het Nederlands is een taal die",
@@ -168,10 +169,10 @@ def _evaluate(out: Path, models: dict[str, Path], base_url: str, key: str, limit
     from gptnl.evals.sweep import Endpoint, execute, plan, weights_fingerprint
     from gptnl.evals.tasks import load_suite_tasks
 
-    suite_path = ROOT / "evals" / "suites" / "public-values.yaml"
-    suite, tasks_dir, digest = load_suite_tasks(suite_path)
+    suite, tasks_dir, digest = load_suite_tasks(SUITE)
     eps = {name: Endpoint(ModelInfo(name=name, endpoint=f"local:{path.resolve()}", model_id=name,
-                                    fingerprint=weights_fingerprint(path)), base_url, key) for name, path in models.items()}
+                                    fingerprint=weights_fingerprint(path)), base_url, key)
+           for name, path in models.items()}
     results = out / "evals"
     cells = plan(suite.tasks, tasks_dir, eps, [Settings(name="demo", limit=limit, device_power_w=65)])
     console.print(f"[dim]$ gptnl eval sweep  # {len(cells)} cells: {len(models)} models x {len(suite.tasks)} tasks, "
@@ -191,8 +192,8 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
 
     console = console or Console()
     if not SAMPLE.is_dir() or not TRAIN_CONFIG.is_file():
-        raise GptnlError(f"the bundled sample is not at {SAMPLE}: run the demo from a source checkout "
-                         "installed with `pip install -e .`")
+        raise GptnlError(f"the bundled sample is not at {SAMPLE}: this gptnl was installed without its package "
+                         "data; reinstall it (`pip install gptnl`, or `pip install -e .` in a clone)")
     out = Path(out)
     if fresh and out.exists():
         shutil.rmtree(out)

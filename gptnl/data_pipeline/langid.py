@@ -17,9 +17,10 @@ from pathlib import Path
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
+from gptnl.assets import asset
 from gptnl.data_pipeline.ledger import refuse
 
-TESTSET = Path(__file__).resolve().parents[2] / "data_pipeline" / "langid" / "testset.jsonl"
+TESTSET = asset("data_pipeline", "langid", "testset.jsonl")
 
 
 @dataclass(frozen=True)

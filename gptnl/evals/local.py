@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from gptnl.assets import asset
 from gptnl.errors import GptnlError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]  # the clone, when run from one: its scripts/ and .venv-vllm/
 
 
 def node_address() -> str:
@@ -43,10 +44,13 @@ def served(models: dict[str, Path], workdir: Path, *, key_name: str = "eval", rp
     import yaml
 
     from gptnl.serving.keys import KeyStore, hash_key
-    from gptnl.serving.replicas import free_port
+    from gptnl.serving.replicas import VLLM_PYTHON_ENV, free_port
 
-    script = ROOT / "scripts" / "vllm-cpu-venv.sh"
-    if not (ROOT / ".venv-vllm" / "bin" / "python").exists():
+    script = ROOT / "scripts" / "vllm-cpu-venv.sh"  # a clone's; an installed gptnl names vLLM by the variable
+    if not os.environ.get(VLLM_PYTHON_ENV) and not (ROOT / ".venv-vllm" / "bin" / "python").exists():
+        if not script.is_file():
+            raise GptnlError(f"no Python with vLLM: set {VLLM_PYTHON_ENV} to one (on CPU, scripts/vllm-cpu-venv.sh "
+                             "in a clone of gptnl makes it)")
         if subprocess.run(["bash", str(script)]).returncode != 0:
             raise GptnlError(f"{script} failed; see the output above")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +62,7 @@ def served(models: dict[str, Path], workdir: Path, *, key_name: str = "eval", rp
     config.write_text(yaml.safe_dump({
         "host": "0.0.0.0" if reachable else "127.0.0.1", "port": port,
         "keys": "keys.json", "audit": "audit.jsonl", "logs": "logs",
-        "profiles": str(ROOT / "serving" / "profiles"),
+        "profiles": str(asset("serving", "profiles")),
         "models": {name: {"path": str(Path(path).resolve()), "max_tokens": 512, "max_model_len": max_model_len,
                           "replicas": 1, "profile": "cpu"} for name, path in models.items()}}))
     store = KeyStore(workdir / "keys.json")

@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
-WORD_LIST = Path(__file__).resolve().parents[2] / "evals" / "resources" / "basiswoorden.txt"
+from gptnl.assets import asset
+
+WORD_LIST = asset("evals", "resources", "basiswoorden.txt")
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
 _VOWELS = set("aeiouyàáâäèéêëìíîïòóôöùúûü")

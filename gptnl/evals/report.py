@@ -9,12 +9,13 @@ from pathlib import Path
 
 import jinja2
 
+from gptnl.assets import asset
 from gptnl.evals import results as res
 from gptnl.evals.spec import VALUES
 from gptnl.evals.tasks import EvalError
 from gptnl.fileio import atomic_write_text
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "evals" / "templates"
+TEMPLATES = asset("evals", "templates")
 
 
 def fmt(v: float | None) -> str:

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gptnl.assets import asset
 from gptnl.errors import GptnlError
 from gptnl.evals.spec import SuiteSpec, TaskSpec, load_suite, load_task_spec
 
-ROOT = Path(__file__).resolve().parents[2]
-TASKS_DIR = ROOT / "evals" / "tasks"
-SUITES_DIR = ROOT / "evals" / "suites"
+TASKS_DIR = asset("evals", "tasks")
+SUITES_DIR = asset("evals", "suites")
 
 
 class EvalError(GptnlError):
@@ -198,6 +198,23 @@ def _expand(spec: TaskSpec, items: list[dict], task_dir: Path, per_group: int) -
     return out
 
 
+def _load_public(spec: TaskSpec, yaml_path: Path) -> Task:
+    """A public set from its publisher's files in a local folder (gptnl/evals/public.py)."""
+    from gptnl.evals.public import read_split
+    from gptnl.public_data import PublicDataError
+
+    try:
+        items, files = read_split(spec)
+    except PublicDataError as exc:
+        raise EvalError(str(exc)) from None
+    for item in items:
+        _check(spec, item, item["id"], set())
+    digest = hashlib.sha256(yaml_path.read_bytes())
+    for path in files:
+        digest.update(path.read_bytes())
+    return Task(spec, yaml_path.parent, items, digest.hexdigest())
+
+
 def load_task(name_or_dir: str | Path, tasks_dir: Path = TASKS_DIR, *, names_per_group: int = 2) -> Task:
     path = Path(name_or_dir)
     yaml_path = path / "task.yaml" if path.is_dir() else Path(tasks_dir) / str(name_or_dir) / "task.yaml"
@@ -205,6 +222,8 @@ def load_task(name_or_dir: str | Path, tasks_dir: Path = TASKS_DIR, *, names_per
         known = ", ".join(discover(tasks_dir)) or "none"
         raise EvalError(f"task {name_or_dir}: no {yaml_path} (tasks found: {known})")
     spec = load_task_spec(yaml_path)
+    if spec.public is not None:
+        return _load_public(spec, yaml_path)
     items_path = (yaml_path.parent / spec.items).resolve()
     items = _read_items(spec, items_path)
     digest = hashlib.sha256(yaml_path.read_bytes() + items_path.read_bytes())

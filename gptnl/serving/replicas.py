@@ -99,8 +99,13 @@ class VllmProcess:
             pass
 
 
+VLLM_PYTHON_ENV = "GPTNL_VLLM_PYTHON"
+
+
 def vllm_python(configured: Path | None) -> Path:
-    """The interpreter that has vLLM: the configured one, else `.venv-vllm` beside the project, else ours."""
+    """The interpreter that has vLLM: the configured one, else $GPTNL_VLLM_PYTHON, else `.venv-vllm`
+    beside the project (a clone), else ours."""
+    configured = configured or (Path(os.environ[VLLM_PYTHON_ENV]) if os.environ.get(VLLM_PYTHON_ENV) else None)
     candidates = [configured] if configured else [Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python",
                                                   Path(sys.executable)]
     for c in candidates:

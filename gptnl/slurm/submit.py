@@ -14,10 +14,11 @@ from pathlib import Path
 
 import jinja2
 
+from gptnl.assets import asset
 from gptnl.config import ClusterProfile, load_cluster, load_finetune_config, load_train_config, slurm_time_seconds
 from gptnl.errors import GptnlError
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "slurm" / "templates"
+TEMPLATES = asset("slurm", "templates")
 
 
 @dataclass(frozen=True)
