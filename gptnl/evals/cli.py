@@ -1,4 +1,4 @@
-"""`gptnl eval run | sweep | report | list | export-lm-eval`."""
+"""`gptnl eval run | sweep | report | list | fetch | export-lm-eval`."""
 
 from __future__ import annotations
 
@@ -108,19 +108,37 @@ def list_tasks(
     tasks_dir: Path = typer.Option(None, "--tasks", help="Tasks dir (default: evals/tasks)."),
 ) -> None:
     """Tasks and suites found."""
-    from gptnl.evals.spec import load_suite
+    from gptnl.evals.spec import load_suite, load_task_spec
     from gptnl.evals.tasks import SUITES_DIR, TASKS_DIR, discover, load_task
+    from gptnl.public_data import present
 
     table = Table(title="tasks")
     for col in ("task", "public value", "type", "items", "metrics"):
         table.add_column(col)
-    for name in discover(tasks_dir or TASKS_DIR):
+    for name, path in discover(tasks_dir or TASKS_DIR).items():
+        spec = load_task_spec(path)
+        if spec.public and not present(name, spec.public.files, spec.public.split):  # a public set not fetched here
+            table.add_row(name, spec.value, spec.type, f"not here: gptnl eval fetch {name}", ", ".join(spec.metrics))
+            continue
         t = load_task(name, tasks_dir or TASKS_DIR)
         table.add_row(name, t.spec.value, t.spec.type, str(len(t.items)), ", ".join(t.spec.metrics))
     Console().print(table)
     for path in sorted(SUITES_DIR.glob("*.yaml")):
         s = load_suite(path)
         print(f"suite {s.name} ({path}): {', '.join(s.tasks)}")
+
+
+@eval_app.command("fetch")
+def fetch(
+    names: list[str] = typer.Argument(..., help="Public tasks (or a suite, e.g. euroeval-nl) to fetch."),
+    to: Path = typer.Option(..., "--to", help="Folder to put each set in (DIR/<task>/), recorded for later runs."),
+    token: str = typer.Option(None, "--token", envvar="HF_TOKEN", help="Hugging Face token, for gated sets."),
+) -> None:
+    """Download public sets as their publishers distribute them (huggingface_hub; HF_ENDPOINT and
+    HF_HUB_OFFLINE honoured), check and record them; offline, say which files to place where."""
+    from gptnl.evals.fetch import fetch as fetch_sets
+
+    fetch_sets(names, to, token=token)
 
 
 @eval_app.command("export-lm-eval")

@@ -47,6 +47,10 @@ def export(out: Path, names: list[str] | None = None) -> list[Path]:
         raise EvalError(f"--task {', '.join(unknown)}: no such task (found: {', '.join(found)})")
     written = []
     for name in names:
+        if "\npublic:" in found[name].read_text(encoding="utf-8"):  # lm-eval has its own task for a public set
+            if explicit:
+                raise EvalError(f"{name}: a public set; lm-eval reads it with its own task (docs/evals.md names it)")
+            continue
         t = load_task(name)
         folder = Path(out).resolve() / name
         data = folder / "items.jsonl"

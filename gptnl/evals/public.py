@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gptnl.evals.spec import TaskSpec
-from gptnl.public_data import PublicDataError, locate, rows
+from gptnl.public_data import PublicDataError, describe, locate, match, rows
 
 LETTERS = "ABCDE"
 Mapper = Callable[[dict, str], dict | None]
@@ -22,7 +22,8 @@ Mapper = Callable[[dict, str], dict | None]
 def _need(row: dict, where: str, layout: str, *columns: str) -> None:
     missing = [c for c in columns if c not in row]
     if missing:
-        raise PublicDataError(f"{where}: not a {layout} row: missing column(s) {', '.join(missing)} "
+        article = "an" if layout[0] in "AEIOU" else "a"
+        raise PublicDataError(f"{where}: not {article} {layout} row: missing column(s) {', '.join(missing)} "
                               f"(it has: {', '.join(sorted(map(str, row))) or 'none'})")
 
 
@@ -191,15 +192,22 @@ MAPPERS: dict[str, Mapper] = {
 }
 
 
-def split_files(spec: TaskSpec, split: str | None = None) -> list[Path]:
+def split_files(spec: TaskSpec, split: str | None = None, folder: Path | None = None) -> list[Path]:
+    """The files of a split: in `folder`, or in the set's folder on this machine (public_data.locate)."""
     pub = spec.public
-    return locate(spec.name, pub.files, split or pub.split)[1]
+    split = split or pub.split
+    if folder is None:
+        return locate(spec.name, pub.files, split)[1]
+    hits = match(folder, pub.files[split])
+    if not hits:
+        raise PublicDataError(f"{spec.name}: no {describe(pub.files[split])} under {folder}")
+    return hits
 
 
-def read_split(spec: TaskSpec, split: str | None = None) -> tuple[list[dict], list[Path]]:
+def read_split(spec: TaskSpec, split: str | None = None, folder: Path | None = None) -> tuple[list[dict], list[Path]]:
     """(items, the files read) of a split of a public set; ids are `<file>:<row>`, stable per file."""
     mapper = MAPPERS[spec.public.layout]
-    files = split_files(spec, split)
+    files = split_files(spec, split, folder)
     items = []
     for path in files:
         for i, (where, row) in enumerate(rows(path)):
