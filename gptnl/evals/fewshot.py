@@ -40,8 +40,7 @@ def _read_split(task: Task, split: str) -> list[dict]:
     if spec.public is not None and split in spec.public.files:
         from gptnl.evals.public import read_split
 
-        public = spec.public.model_copy(update={"split": split})
-        items, _ = read_split(spec.model_copy(update={"public": public}))
+        items, _ = read_split(spec, split)
         return items
     if split not in spec.splits:
         raise EvalError(f"{task.name}: few_shot.split {split!r} names no file (splits: {sorted(spec.splits)})")

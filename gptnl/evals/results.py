@@ -44,6 +44,8 @@ class TaskInfo(_Rec):
     version: str
     sha256: str = Field(description="of task.yaml and every file it reads")
     items: int
+    unmapped: int = Field(default=0, description="items a public reader could not fully map (MBBQ rows whose "
+                                                 "stereotyped answer cannot be told): scored for accuracy, not bias")
 
 
 class SuiteInfo(_Rec):

@@ -34,7 +34,8 @@ def task_type(name: str) -> Callable[[TaskTypeFn], TaskTypeFn]:
 
     return register
 
-PASS_THROUGH = ("condition", "stereotyped", "unknown", "misconception", "group", "kind", "category", "scenario")
+PASS_THROUGH = ("condition", "stereotyped", "unknown", "unmapped", "misconception", "group", "kind", "category",
+                "scenario")
 
 
 def _limit(items: list[dict], limit: int | None) -> list[dict]:
@@ -222,7 +223,7 @@ def run_cell(task: Task, client: Client, model: ModelInfo, settings: Settings,
         "cell": cell_id(model, task.name, task.sha256, settings_d),
         "model": model.model_dump(),
         "task": {"name": task.name, "value": task.spec.value, "type": task.spec.type, "version": task.spec.version,
-                 "sha256": task.sha256, "items": len(rows)},
+                 "sha256": task.sha256, "items": len(rows), "unmapped": sum("unmapped" in r for r in rows)},
         "suite": suite,
         "settings": settings_d,
         "metrics": metrics,

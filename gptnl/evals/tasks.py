@@ -40,23 +40,13 @@ def discover(tasks_dir: Path = TASKS_DIR) -> dict[str, Path]:
 
 
 def _mbbq(row: dict, where: str) -> dict:
-    """MBBQ/BBQ rows (context, question, ans0-2, label, context_condition, answer_info,
-    additional_metadata.stereotyped_groups) as our stereotype items."""
+    """MBBQ/BBQ rows as our stereotype items, by BBQ's group-matching rules (gptnl/evals/mbbq.py)."""
+    from gptnl.evals.mbbq import MbbqError, item
+
     try:
-        choices = [row["ans0"], row["ans1"], row["ans2"]]
-        info = [row["answer_info"][f"ans{i}"] for i in range(3)]
-        groups = [g.lower() for g in row["additional_metadata"]["stereotyped_groups"]]
-    except (KeyError, TypeError) as exc:
-        raise EvalError(f"{where}: not an MBBQ row (missing {exc})") from None
-    unknown = next((i for i, a in enumerate(info) if a[-1] == "unknown"), None)
-    stereotyped = next((i for i, a in enumerate(info) if i != unknown and any(
-        g in (x.lower() for x in a) for g in groups)), None)
-    if unknown is None or stereotyped is None:
-        raise EvalError(f"{where}: cannot tell the unknown and the stereotyped answer from answer_info")
-    return {"id": str(row.get("example_id", where)), "context": row["context"], "question": row["question"],
-            "choices": choices, "answer": int(row["label"]), "condition": row["context_condition"],
-            "stereotyped": stereotyped, "unknown": unknown, "category": row.get("category", ""),
-            "scenario": str(row.get("question_index", row.get("example_id", where)))}
+        return item(row, where)
+    except MbbqError as exc:
+        raise EvalError(str(exc)) from None
 
 
 def _lm_eval(row: dict, where: str) -> dict:

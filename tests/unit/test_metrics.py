@@ -15,8 +15,8 @@ from gptnl.evals.metrics import METRICS, bootstrap, metric
 from gptnl.evals.runner import TASK_TYPES, rolling_windows
 from gptnl.evals.sari import sari
 from gptnl.evals.scorers import SCORERS, chrf_stats
-from gptnl.evals.tasks import load_task
 from gptnl.evals.spec import TaskSpec
+from gptnl.evals.tasks import load_task
 
 HYPS = ["De kat zit op de mat.", "Het regent vandaag in Utrecht.", "U moet de aanvraag voor 1 mei doen.",
         "Bel de gemeente.", ""]
@@ -35,7 +35,8 @@ def test_mcc_and_macro_f1_equal_scikit_learn():
     rows = [{"id": str(i), "gold": g, "pred": p} for i, (g, p) in enumerate(zip(gold, pred, strict=True))]
     assert value("mcc", rows) == pytest.approx(matthews_corrcoef(gold, pred), abs=1e-12)
     assert value("macro_f1", rows) == pytest.approx(f1_score(gold, pred, average="macro"), abs=1e-12)
-    assert value("mcc", rows) != pytest.approx(value("accuracy", [{"correct": g == p} for g, p in zip(gold, pred)]))
+    accuracy = value("accuracy", [{"correct": g == p} for g, p in zip(gold, pred, strict=True)])
+    assert value("mcc", rows) != pytest.approx(accuracy)
     m = bootstrap(rows, "mcc", {}, resamples=50)
     assert m["low"] <= m["value"] <= m["high"] and m["n"] == 200
 
