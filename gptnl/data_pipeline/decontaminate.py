@@ -1,7 +1,11 @@
 """Decontamination: a document that shares a word 13-gram with any item of an evaluation task
 (`evals/tasks/<task>/items.jsonl`) is refused naming the task, so benchmark scores do not measure
 memorisation. 13 words, lower-cased, as in GPT-3's and lm-eval's overlap checks. Canary tasks are
-left out: their secrets are planted in the training data on purpose, to measure memorisation."""
+left out: their secrets are planted in the training data on purpose, to measure memorisation.
+
+Public sets (a task.yaml with `public:`) are covered wherever their publisher's files are on this
+machine (GPTNL_PUBLIC_DATA, or where `gptnl eval fetch` put them), every split but `train`, which
+exists to be trained on. A public set that is not on this machine cannot be checked."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from gptnl.data_pipeline.ledger import refuse
+from gptnl.public_data import candidates, match, rows
 
 _WORD = re.compile(r"\w+")
 
@@ -50,7 +55,29 @@ def task_index(tasks_dir: Path | None, n: int) -> dict[int, str]:
                 for text in _strings(json.loads(line)):
                     for key in ngram_keys(text, n):
                         index.setdefault(key, task)
+    for task, files in public_files(Path(tasks_dir)).items():
+        for path in files:
+            for _, row in rows(path):
+                for text in _strings(row):
+                    for key in ngram_keys(text, n):
+                        index.setdefault(key, task)
     return index
+
+
+def public_files(tasks_dir: Path) -> dict[str, list[Path]]:
+    """{public task: its files on this machine} for every split but train; sets not here are left out."""
+    out: dict[str, list[Path]] = {}
+    for spec_path in sorted(Path(tasks_dir).glob("*/task.yaml")):
+        pub = (yaml.safe_load(spec_path.read_text(encoding="utf-8")) or {}).get("public")
+        if not isinstance(pub, dict) or not isinstance(pub.get("files"), dict):
+            continue
+        task, found = spec_path.parent.name, []
+        for split, layouts in pub["files"].items():
+            if split != "train":
+                found += next((hits for folder in candidates(task) if (hits := match(folder, layouts))), [])
+        if found:
+            out[task] = found
+    return out
 
 
 class Decontaminator(BaseFilter):
