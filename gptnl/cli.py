@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.table import Table
 
+from gptnl.commands import console, run
+from gptnl.commands.finetune import finetune_cmd
+from gptnl.commands.train import train_cmd
 from gptnl.errors import GptnlError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -23,8 +23,6 @@ app.add_typer(tokenizer_app, name="tokenizer")
 data_app = typer.Typer(no_args_is_help=True, help="Build the licence-checked Dutch corpus.")
 app.add_typer(data_app, name="data")
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
 HELDOUT = Path("data_pipeline/sample/heldout/nl-heldout.txt")
 
 
@@ -188,51 +186,8 @@ def pack_cmd(
                       f"of {seq_len}, {len(s['shards'])} shard(s)")
 
 
-@app.command("train")
-def train_cmd(
-    config: Path = typer.Argument(..., help="Training config YAML (configs/train/*.yaml)."),
-    run_dir: Path = typer.Option(..., "--run-dir", help="Where checkpoints and metrics go; a restart resumes."),
-    shards: Path = typer.Option(None, "--shards", help="Shards dir (overrides data.shards)."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Overrides max_steps."),
-    zero_stage: int = typer.Option(None, "--zero-stage", help="Overrides zero_stage."),
-    universal: bool = typer.Option(False, "--universal", help="Resume from a converted universal checkpoint."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Train with DeepSpeed (single process, or under torchrun / srun)."""
-    from gptnl.config import TrainConfig, load_train_config, validate
-    from gptnl.train.loop import train
-
-    cfg = load_train_config(config)
-    overrides = {k: v for k, v in {"max_steps": max_steps, "zero_stage": zero_stage}.items() if v is not None}
-    if overrides:
-        cfg = validate(TrainConfig, {**json.loads(cfg.model_dump_json()), **overrides}, f"{config} (with overrides)")
-    code = train(cfg, run_dir, shards=shards, universal=universal, show_progress=progress)
-    if code:
-        raise typer.Exit(code)
-
-
-@app.command("finetune")
-def finetune_cmd(
-    config: Path = typer.Argument(..., help="Fine-tuning config YAML (configs/finetune/*.yaml)."),
-    base: Path = typer.Option(..., "--base", help="HF model folder to tune (`gptnl export`, or any local causal LM)."),
-    data: Path = typer.Option(..., "--data", help="Chat JSONL file or folder (data_pipeline/instructions/)."),
-    out: Path = typer.Option(..., "--out", help="Run dir: checkpoints, metrics, ledger, and model/ at the end."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Overrides max_steps."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Instruction-tune on chat data (one process, or under torchrun / accelerate launch); a restart resumes."""
-    from gptnl.config import FinetuneConfig, load_finetune_config, validate
-    from gptnl.finetune.loop import finetune
-
-    cfg = load_finetune_config(config)
-    if max_steps is not None:
-        cfg = validate(FinetuneConfig, {**json.loads(cfg.model_dump_json()), "max_steps": max_steps},
-                       f"{config} (with overrides)")
-    code = finetune(cfg, base, data, out, show_progress=progress)
-    if code:
-        raise typer.Exit(code)
-    if os.environ.get("RANK", "0") == "0":
-        console.print(f"tuned model in {out / 'model'}")
+app.command("train")(train_cmd)  # gptnl/commands/train.py: `python -m gptnl.train` runs it alone
+app.command("finetune")(finetune_cmd)  # gptnl/commands/finetune.py, likewise
 
 
 @app.command("export")
@@ -649,14 +604,4 @@ def demo_cmd(
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
-    try:
-        # standalone mode: typer reports usage errors itself (exit 2) and turns typer.Exit into the exit code
-        app(args=args, prog_name="gptnl")
-    except GptnlError as exc:
-        if debug:
-            raise
-        err_console.print(f"[red]error: {exc}", soft_wrap=True)
-        sys.exit(2)
+    run(app, argv)

@@ -1,4 +1,5 @@
-"""`torchrun --nproc_per_node=N -m gptnl.train CONFIG --run-dir DIR`: the `gptnl train` command."""
+"""`torchrun --nproc_per_node=N -m gptnl.train CONFIG --run-dir DIR`: the `gptnl train` command, without
+the rest of the CLI (gptnl/commands/train.py)."""
 
 import sys
 
@@ -6,6 +7,7 @@ from gptnl.train.preemption import catch_early
 
 catch_early()  # before the imports below, which take seconds
 
-from gptnl.cli import main  # noqa: E402
+from gptnl.commands import run, single  # noqa: E402
+from gptnl.commands.train import train_cmd  # noqa: E402
 
-main(["train", *sys.argv[1:]])
+run(single(train_cmd), sys.argv[1:], prog_name="gptnl train")
