@@ -63,11 +63,12 @@ cmd_start() {
   setsid "$(server_bin)" --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize no \
     --appendonly yes --appendfsync everysec --save "" --protected-mode yes \
     --logfile "$dir/server.log" </dev/null >/dev/null 2>&1 &
-  echo $! >"$dir/server.pid"
+  local pid=$!
+  echo $pid >"$dir/server.pid"
   local deadline=$((SECONDS + WAIT_S))
-  until ping "$port"; do
-    alive "$dir" || { tail -n 20 "$dir/server.log" >&2 || true; die "the server exited; see $dir/server.log"; }
-    [ $SECONDS -lt $deadline ] || die "no answer on 127.0.0.1:$port after ${WAIT_S}s; see $dir/server.log"
+  until ping "$port"; do  # (until it has exec'd, the child is not yet called *-server: watch the PID)
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$dir/server.log" >&2 || true; die "the server exited; see $dir/server.log"; }
+    [ $SECONDS -lt $deadline ] || { kill -TERM "$pid" 2>/dev/null || true; die "no answer on 127.0.0.1:$port after ${WAIT_S}s; see $dir/server.log"; }
     sleep 0.1
   done
   log "up: $(basename "$(server_bin)") on 127.0.0.1:$port (data: $dir)"

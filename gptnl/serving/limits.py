@@ -1,7 +1,10 @@
 """Per-key limits as leases: requests per minute, tokens per minute, requests in flight, and token
 budgets per UTC day and month.
 
-    limiter = Limiter(store=MemoryStore() | RedisStore(...), clock=time.time)   # Limiter(): in memory
+    limiter = Limiter(store=open_store(cfg))          # gptnl.serving.store: the config's shared store, or
+                                                      # memory with today's/this month's budgets rebuilt
+                                                      # from the audit log; Limiter(): memory, empty
+    ...                                               # at shutdown: await limiter.store.aclose()
     async with limiter.hold(key, tokens) as lease:    # key: KeyRecord; tokens: prompt + max_tokens * n
         ...                                           # raises Refused before the body runs
         lease.settle(used_tokens)                     # int: replaces the reservation; None: it stands
