@@ -16,7 +16,7 @@ from gptnl.evals.spec import TaskSpec
 from gptnl.public_data import PublicDataError, describe, locate, match, rows
 
 LETTERS = "ABCDE"
-Mapper = Callable[[dict, str], dict | None]
+Mapper = Callable[[dict, str], dict]
 
 
 def _need(row: dict, where: str, layout: str, *columns: str) -> None:
@@ -179,10 +179,14 @@ def dbrd(row: dict, where: str) -> dict:
     return {"text": row["text"], "answer": 0 if _DBRD[label] else 1}  # the choices are ["positief", "negatief"]
 
 
-def mbbq(row: dict, where: str) -> dict | None:
-    from gptnl.evals.tasks import _mbbq
+def mbbq(row: dict, where: str) -> dict:
+    """The MBBQ repository's rows, by BBQ's group-matching rules (gptnl/evals/mbbq.py)."""
+    from gptnl.evals.mbbq import MbbqError, item
 
-    return _mbbq(row, where)
+    try:
+        return item(row, where)
+    except MbbqError as exc:
+        raise PublicDataError(str(exc)) from None
 
 
 MAPPERS: dict[str, Mapper] = {
@@ -212,8 +216,6 @@ def read_split(spec: TaskSpec, split: str | None = None, folder: Path | None = N
     for path in files:
         for i, (where, row) in enumerate(rows(path)):
             item = mapper(row, where)
-            if item is None:  # a row the reader counts and reports instead of failing on
-                continue
             if spec.public.layout == "mbbq":  # example_id and question_index restart in every category file
                 item = {**item, "scenario": f"{path.stem}:{item['scenario']}"}
             items.append({**item, "id": f"{path.stem}:{i}"})
