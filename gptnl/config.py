@@ -201,6 +201,23 @@ class QualityStep(Strict):
     max_doc_words: int = Field(default=100000, gt=0)
     min_avg_word_length: float = Field(default=3, ge=0)
     max_avg_word_length: float = Field(default=16, gt=0)
+class NerBackend(Strict):
+    """A local person-name model, never downloaded: a Hugging Face token-classification folder or a
+    spaCy pipeline folder. Its path is relative to the recipe."""
+
+    kind: Literal["hf", "spacy"]
+    path: Path
+    labels: list[str] = Field(default=["PER", "PERSON"], min_length=1, description="entity labels that are persons")
+    min_score: float = Field(default=0.9, ge=0, le=1, description="hf only: lower-scored entities are left alone")
+
+
+class CorpusPiiStep(PiiStep):
+    """The corpus build's PII step: the kinds of `gptnl.pii`, and person names."""
+
+    names: bool = Field(default=True, description="names marked by titles, salutations, signatures, 'namens'")
+    ner: NerBackend | None = Field(default=None, description="a local NER model for names as well; null: off")
+
+
     max_symbol_word_ratio: float = Field(default=0.1, ge=0)
     max_bullet_lines_ratio: float = Field(default=0.9, ge=0)
     max_ellipsis_lines_ratio: float = Field(default=0.3, ge=0)
@@ -237,7 +254,7 @@ class RecipeConfig(Strict):
     licences: Path = Path("../licences.yaml")
     blocklist: Path | None = Field(default=None, description="ids, urls and domains to refuse, one per line")
     language: LanguageStep = LanguageStep()
-    pii: PiiStep = PiiStep()
+    pii: CorpusPiiStep = CorpusPiiStep()
     quality: QualityStep = QualityStep()
     exact_dedup: bool = True
     near_dedup: NearDedupStep = NearDedupStep()
@@ -548,6 +565,9 @@ def load_finetune_config(path: Path) -> FinetuneConfig:
     base = path.resolve().parent
     dec = cfg.data.decontamination
     data = cfg.data.model_copy(update={
+    if recipe.pii.ner is not None:
+        resolved["pii"] = recipe.pii.model_copy(update={
+            "ner": recipe.pii.ner.model_copy(update={"path": (base / recipe.pii.ner.path).resolve()})})
         "licences": (base / cfg.data.licences).resolve(),
         "decontamination": dec.model_copy(update={"tasks": (base / dec.tasks).resolve() if dec.tasks else None}),
     })

@@ -160,3 +160,116 @@ def redact(
         pos = f.end
     out.append(text[pos:])
     return "".join(out), counts
+
+
+# Person names. Found only where Dutch text marks a name as one: after a title or salutation
+# ("Geachte heer Hoekstra", "mevr. De Vries", "dhr. J. Jansen"), on the line under a closing
+# formula (a signature), after "namens" and "mijn naam is". Precision comes before recall (a wrong
+# finding removes text), so a candidate that holds a function, organisation or street word is left
+# whole. Names are found on text whose other PII is already replaced, so those counts never change.
+NAME = "NAME"
+_UP, _LOW = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"
+_WORD = rf"[{_UP}][{_LOW}]+(?:['’][{_LOW}]+)?(?:-[{_UP}][{_LOW}]+)*"
+_TUSSEN = r"(?:[Vv]an|[Dd]e|[Dd]er|[Dd]en|[Tt]er|[Tt]en|[Tt]e|[Hh]et|in|op|['’]t|[Ll]a|[Ll]e|[Dd]u|[Dd]a|[Vv]on|[Ee]l|[Aa]l)"
+_INITIALS = rf"(?:[{_UP}]\.(?:-?[{_UP}]\.)*[ \t]?)+"
+_SURNAME = rf"(?:{_TUSSEN}[ \t]+){{0,3}}{_WORD}(?:-(?:{_TUSSEN}[ \t]+){{0,2}}{_WORD})?"
+_PERSON = rf"(?:{_INITIALS}|(?:{_WORD}[ \t]+){{1,2}}(?={_TUSSEN}[ \t]|[{_UP}]))?{_SURNAME}"
+_TITLE = (r"(?:heer|[Mm]evrouw|[Mm]eneer|[Mm]evr\.|[Mm]w\.|[Mm]ej\.|[Dd]hr\.|[Mm]r\.|[Dd]r\.|[Dd]rs\.|[Ii]r\.|"
+          r"[Ii]ng\.|[Pp]rof\.|[Dd]s\.|[Jj]uffrouw)")
+_TITLES = rf"(?<![\w.]){_TITLE}(?:[ \t]+(?:en[ \t]+)?{_TITLE})*[ \t]+"
+_CLOSING = (r"(?im)^[ \t]*(?:(?:met[ \t]+)?(?:vriendelijke|hartelijke|collegiale|beste|warme)[ \t]+groet(?:en)?|"
+            r"hoogachtend|groet(?:en|jes)?|mvg)[ \t]*,?[ \t]*\n(?:[ \t]*\n)*[ \t]*")
+_NAME_CUES = [  # (pattern ending where the name starts, at least this many name parts)
+    (re.compile(_TITLES), 1),
+    (re.compile(_CLOSING + rf"(?:{_TITLE}[ \t]+)*"), 2),
+    (re.compile(rf"(?<!\w)[Nn]amens[ \t]+(?:{_TITLE}[ \t]+)*"), 2),
+    (re.compile(r"(?<!\w)[Mm]ijn[ \t]+naam[ \t]+is[ \t]+"), 2),
+]
+_PERSON_AT = re.compile(_PERSON)
+_TUSSEN_AT = re.compile(_TUSSEN)
+_NOT_A_NAME = frozenset("""
+    voorzitter burgemeester minister staatssecretaris wethouder directeur secretaris griffier president
+    commissaris koning koningin prins prinses rector decaan deken officier rechter advocaat notaris dokter
+    pastoor dominee professor ombudsman gemeente provincie college ministerie raad rijk staat team afdeling
+    stichting vereniging bestuur directie commissie dienst bureau sector cluster unit loket wijkteam politie
+    belastingdienst rijkswaterstaat waterschap zaken heer god jezus christus u uw wij ik hij zij ons onze mijn
+    de het een deze die dit dat hierbij namens graag dank bedankt excellentie edelachtbare hoogheid
+    """.split())
+_NOT_A_NAME_END = re.compile(
+    r"(?:straat|weg|laan|plein|kade|gracht|singel|park|plantsoen|dreef|pad|steeg|dijk|markt|brug|baan|school|"
+    r"lyceum|college|ziekenhuis|kliniek|centrum|instituut|prijs|fonds|stichting|museum|zaal|zaken|dienst|beheer|"
+    r"loket|team|bureau|commissie|raad|waterstaat|gemeente|afdeling|groep|bedrijf|vereniging|kerk|haven)$", re.I)
+
+
+def _name_span(text: str, start: int, min_parts: int) -> tuple[int, int] | None:
+    """The name that starts at `start`, or None where the words there are not plainly a name."""
+    m = _PERSON_AT.match(text, start)
+    if not m:
+        return None
+    words = re.findall(rf"[{_UP}{_LOW}'’.]+", m.group())
+    if len(words) < min_parts and not re.match(_INITIALS, m.group()):
+        return None
+    for part in re.split(r"[ \t\-]+", m.group()):
+        plain = part.strip(".").lower()
+        if _TUSSEN_AT.fullmatch(part):
+            continue
+        if plain in _NOT_A_NAME or _NOT_A_NAME_END.search(plain):
+            return None
+    parts = re.split(r"[ \t\-]+", m.group())
+    if all(_TUSSEN_AT.fullmatch(w) for w in parts):
+        return None
+    if _TUSSEN_AT.fullmatch(parts[0]) and sum(not _TUSSEN_AT.fullmatch(w) for w in parts) > 1:
+        return None  # "De Bibliotheek Lindeveld": a first name is never "De" or "Van"
+    end = m.end()
+    if end < len(text) and (text[end].isalnum() or text[end] in "@_/"):
+        return None  # a longer word (a code, an address) begins here
+    return m.start(), end
+
+
+def find_names(text: str) -> list[Finding]:
+    """Person names where the text marks them (titles, salutations, signatures, "namens", "mijn naam is"),
+    non-overlapping, in text order."""
+    spans: dict[int, int] = {}
+    for cue, min_parts in _NAME_CUES:
+        for m in cue.finditer(text):
+            span = _name_span(text, m.end(), min_parts)
+            if span and spans.get(span[0], 0) < span[1]:
+                spans[span[0]] = span[1]
+    found, last = [], -1
+    for start, end in sorted(spans.items()):
+        if start >= last:
+            found.append(Finding(NAME, start, end, text[start:end]))
+            last = end
+    return found
+
+
+def redact_names(text: str, mode: Literal["placeholder", "surrogate"] = "placeholder", *, seed: int = 0,
+                 extra: list[Finding] = (), rules: bool = True) -> tuple[str, int]:
+    """`text` with every person name replaced (`<NAME>`, or a made-up nl_NL name that is the same for
+    the same name within one call), and how many. `extra`: findings of an NER model, merged in
+    where they overlap no rule finding; `rules=False`: those alone."""
+    if mode not in ("placeholder", "surrogate"):
+        raise ValueError(f"unknown redaction mode {mode!r}; allowed: placeholder, surrogate")
+    findings = find_names(text) if rules else []
+    for f in sorted(extra, key=lambda f: f.start):
+        if not any(f.start < g.end and g.start < f.end for g in findings):
+            findings.append(f)
+    chosen: dict[str, str] = {}
+    out, pos = [], 0
+    for f in sorted(findings, key=lambda f: f.start):
+        if mode == "placeholder":
+            replacement = f"<{NAME}>"
+        else:
+            replacement = chosen.setdefault(f.text, _name_surrogate(f.text, seed))
+        out += [text[pos:f.start], replacement]
+        pos = f.end
+    out.append(text[pos:])
+    return "".join(out), len(findings)
+
+
+def _name_surrogate(value: str, seed: int) -> str:
+    from faker import Faker
+
+    fake = Faker("nl_NL")
+    fake.seed_instance(int.from_bytes(hashlib.sha256(f"{seed}:{NAME}:{value}".encode()).digest()[:8], "big"))
+    return fake.last_name() if " " not in value.strip() else fake.name()

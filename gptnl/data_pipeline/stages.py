@@ -59,7 +59,7 @@ def filter_stage(recipe: RecipeConfig, out: Path) -> list:
                             exclusion_writer=ledger_writer(out, "language")),
         DutchBoilerplateFilter(exclusion_writer=ledger_writer(out, "boilerplate")),
         *quality_filters(recipe.quality, lambda step: ledger_writer(out, step)),
-        PiiScrubber(recipe.pii.mode, recipe.pii.seed),
+        PiiScrubber(recipe.pii.mode, recipe.pii.seed, names=recipe.pii.names, ner=recipe.pii.ner),
     ]
     if recipe.exact_dedup:
         steps.append(ExactDedupFilter(exclusion_writer=ledger_writer(out, "dedup")))
