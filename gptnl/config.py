@@ -183,6 +183,14 @@ class SourcesFile(Strict):
         return self
 
 
+class ReaderStep(Strict):
+    """Bounds on what one input record may cost: a longer record (a JSONL line, a WARC record, a
+    text file, a Parquet text) is a malformed row, read in bounded pieces, so a gzip bomb cannot
+    exhaust memory. 8 MiB is 80 times the longest document the quality step keeps (100,000 words)."""
+
+    max_record_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="bytes per record, uncompressed")
+
+
 class LanguageStep(Strict):
     keep: str = "nl"
     min_score: float = Field(default=0.65, ge=0, le=1)
@@ -253,6 +261,7 @@ class RecipeConfig(Strict):
     sources: Path = Path("../sources.yaml")
     licences: Path = Path("../licences.yaml")
     blocklist: Path | None = Field(default=None, description="ids, urls and domains to refuse, one per line")
+    reader: ReaderStep = ReaderStep()
     language: LanguageStep = LanguageStep()
     pii: CorpusPiiStep = CorpusPiiStep()
     quality: QualityStep = QualityStep()

@@ -16,12 +16,28 @@ from datatrove.executor.local import LocalPipelineExecutor
 from gptnl.config import RecipeConfig, load_cluster, load_sources
 from gptnl.data_pipeline import ledger as ledger_mod
 from gptnl.data_pipeline.card import write_card
-from gptnl.data_pipeline.reader import source_files
+from gptnl.data_pipeline.inputs import Skipped, discover
 from gptnl.data_pipeline.stages import WORK, stages
 from gptnl.errors import GptnlError
 from gptnl.fileio import atomic_write_json, sha256_file, write_manifest
 
 EXECUTORS = ("local", "ray", "slurm")
+SHOWN_SKIPPED = 20
+
+
+def note_skipped(skipped: list[Skipped]) -> None:
+    """Say on the console which matched paths are not read, and why; the manifest lists them all."""
+    if not skipped:
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True)
+    console.print(f"[yellow]{len(skipped)} path(s) matched by a source are not read (listed in manifest.json):")
+    for s in skipped[:SHOWN_SKIPPED]:
+        console.print(f"[yellow]  skipped {escape(s.path)} ({escape(s.source)}): {escape(s.reason)}", soft_wrap=True)
+    if len(skipped) > SHOWN_SKIPPED:
+        console.print(f"[yellow]  … and {len(skipped) - SHOWN_SKIPPED} more")
 
 
 def make_executor(kind: str, steps: list, tasks: int, workers: int, logging_dir: Path):
@@ -81,7 +97,8 @@ def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int | 
         raise GptnlError("--executor slurm needs --cluster (a profile under slurm/clusters/)")
     out = Path(out).resolve()
     sources = load_sources(recipe.sources)
-    files = source_files(sources.sources, recipe.sources.parent)
+    files, skipped = discover(sources.sources, recipe.sources.parent)
+    note_skipped(skipped)
     if not files:
         raise GptnlError(f"{recipe.sources}: no file matches any source's path and format")
     if executor == "slurm" and dry_run:
@@ -108,10 +125,11 @@ def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int | 
                 ray.shutdown()
     else:
         run_stages(recipe, out, workers, executor)
-    return finalise(recipe_path, recipe, out, sources, files)
+    return finalise(recipe_path, recipe, out, sources, files, skipped)
 
 
-def finalise(recipe_path: Path, recipe: RecipeConfig, out: Path, sources, files) -> dict:
+def finalise(recipe_path: Path, recipe: RecipeConfig, out: Path, sources, files,
+             skipped: list[Skipped] = ()) -> dict:
     """Ledger check, stats, card and manifest, from the finished stages' outputs."""
     totals = stat_totals(out / WORK / "logs" / "filter")
     inputs = {s.name: int(totals.get(f"input/{s.name}", 0)) for s in sources.sources}
@@ -122,7 +140,8 @@ def finalise(recipe_path: Path, recipe: RecipeConfig, out: Path, sources, files)
     write_manifest(
         out, stage="data",
         consumed={"recipe": str(Path(recipe_path).resolve()),
-                  "files": [{"path": str(p), "sha256": sha256_file(p)} for _, p in files]},
+                  "files": [{"path": str(p), "sha256": sha256_file(p)} for _, p in files],
+                  "skipped": [{"source": s.source, "path": s.path, "reason": s.reason} for s in skipped]},
         produced={"documents": stats["kept"], "ledger": ledger_mod.LEDGER,
                   "shards": sorted(p.name for p in (out / "documents").glob("*.jsonl.gz"))},
         config=json.loads(recipe.model_dump_json()),

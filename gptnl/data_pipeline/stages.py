@@ -49,7 +49,7 @@ def filter_stage(recipe: RecipeConfig, out: Path) -> list:
     """Stage 1: read, gate, clean and filter; survivors go to `.pipeline/filtered/`."""
     sources = load_sources(recipe.sources)
     steps = [
-        SourceReader(sources.sources, recipe.sources.parent),
+        SourceReader(sources.sources, recipe.sources.parent, recipe.reader),
         MalformedGate(exclusion_writer=ledger_writer(out, "malformed")),
         LicenceFilter(load_licence_policy(recipe.licences), exclusion_writer=ledger_writer(out, "licence")),
         OptOutFilter(read_blocklist(recipe.blocklist), exclusion_writer=ledger_writer(out, "opt-out")),
