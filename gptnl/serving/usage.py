@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from gptnl.errors import GptnlError
 
 GROUPS = ("key", "model", "day")
@@ -35,18 +37,29 @@ class Notes:
             self.skipped.append("more lines skipped; not listed")
 
 
-def audit_lines(path: Path, notes: Notes) -> Iterator[dict]:
-    """The audit log's records in order; unreadable lines are skipped and noted."""
+def _loads(raw: bytes):
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # orjson refuses some JSON that json takes (escaped lone surrogates)
+        return json.loads(raw)
+
+
+def audit_lines(path: Path, notes: Notes, since: str = "") -> Iterator[dict]:
+    """The audit log's records in order; unreadable lines are skipped and noted. Lines whose time
+    sorts before `since` are skipped unparsed (the writer puts `time` first)."""
     path = Path(path)
     if not path.is_file():
         raise GptnlError(f"{path}: no audit log there (the gateway config's `audit:` names it)")
+    head, cut = b'{"time":"', since.encode()
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
+            if cut and raw.startswith(head) and raw[9:9 + len(cut)] < cut:
+                continue
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = _loads(raw)
+            except (ValueError, UnicodeDecodeError):
                 torn = not raw.endswith(b"\n")
                 notes.add(lineno, "the last line is incomplete (being written, or cut by a crash); skipped"
                           if torn else "not a JSON record (a line cut by a crash); skipped")
@@ -72,7 +85,7 @@ def spent_this_period(path: Path, now: float) -> dict[str, tuple[str, int, str, 
     spent: dict[str, list[int]] = {}
     if not Path(path).is_file():
         return {}
-    for r in audit_lines(path, Notes()):
+    for r in audit_lines(path, Notes(), since=month):
         if not r["time"].startswith(month) or not isinstance(r.get("key"), str):
             continue
         n = sum(_tokens(r))
@@ -135,7 +148,7 @@ def usage_report(path: Path, since: str | None = None, by: str = "key") -> tuple
     if by not in GROUPS:
         raise GptnlError(f"--by {by!r}: use one of {', '.join(GROUPS)}")
     start, notes, rows = parse_since(since), Notes(), {}
-    for r in audit_lines(path, notes):
+    for r in audit_lines(path, notes, since=start or ""):
         if start is not None and r["time"] < start:
             continue
         group = r["time"][:10] if by == "day" else r.get(by)

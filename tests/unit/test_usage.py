@@ -117,3 +117,11 @@ def test_cli_usage_as_csv_and_json(tmp_path, audit):
                                        "p99_ms": 10.0}]
     res = CliRunner().invoke(app, ["keys", "usage", "--config", cfg, "--format", "xml"])
     assert isinstance(res.exception, GptnlError) and "--format" in str(res.exception)
+
+
+def test_a_line_with_an_escaped_lone_surrogate_is_still_counted(tmp_path):
+    """JSON allows the escape `\\ud800`; orjson refuses it, so the reader falls back to json."""
+    path = tmp_path / "audit.jsonl"
+    path.write_text(json.dumps(line("2030-03-01T10:00:00Z", "a\ud800")) + "\n")
+    rows, notes = usage_report(path)
+    assert [r.group for r in rows] == ["a\ud800"] and notes.skipped == []
