@@ -35,6 +35,23 @@ def _summary(results_dir: Path, cells) -> None:
     Console().print(table)
 
 
+def _failed(results_dir: Path, outcome: dict) -> None:
+    """The cells that failed, one line each, then a non-zero exit; the others were recorded."""
+    from gptnl.evals.tasks import EvalError
+
+    failed = outcome["failed"]
+    if not failed:
+        return
+    table = Table(title=f"failed cells (in {results_dir / 'failed.jsonl'}; a rerun retries only these)")
+    for col in ("model", "task", "settings", "error"):
+        table.add_column(col)
+    for f in failed:
+        table.add_row(f.model, f.task, f.settings, f.error[:300])
+    console.print(table)
+    raise EvalError(f"{len(failed)} of {len(failed) + outcome['done']} cells failed; the others are in "
+                    f"{results_dir / 'results.jsonl'}")
+
+
 @eval_app.command("run")
 def run(
     suite: Path = typer.Option(Path("evals/suites/public-values.yaml"), "--suite", help="Suite YAML."),
@@ -60,8 +77,9 @@ def run(
     settings = [Settings(limit=limit)]
     with endpoints(models, results, api_key) as eps:
         cells = plan(names, tasks_dir, eps, settings)
-        execute(cells, tasks_dir, eps, info, results, concurrency=concurrency, console=console)
+        outcome = execute(cells, tasks_dir, eps, info, results, concurrency=concurrency, console=console)
     _summary(results, cells)
+    _failed(results, outcome)
 
 
 @eval_app.command("sweep")
@@ -77,17 +95,18 @@ def sweep(
 
     sw = load_sweep(spec)
     names, tasks_dir, info = _suite_info((spec.parent / sw.suite).resolve())
-    models = {n: m.model_copy(update={"path": str((spec.parent / m.path).resolve())}) if m.path else m
-              for n, m in sw.models.items()}
+    models = {n: m.model_copy(update={k: str((spec.parent / getattr(m, k)).resolve())
+                                      for k in ("path", "tokenizer") if getattr(m, k)}) for n, m in sw.models.items()}
     with endpoints(models, results, api_key, reachable=address is not None) as eps:
         # on a cluster, local exports are served from this node to every node's workers
         for name, ep in eps.items():
             if ep.info.endpoint.startswith("local:"):
                 console.print(f"[dim]serving {name} at {ep.base_url}", soft_wrap=True)
         cells = plan(names, tasks_dir, eps, sw.settings)
-        execute(cells, tasks_dir, eps, info, results, concurrency=sw.concurrency, retries=sw.retries,
-                use_ray=True, address=address, console=console)
+        outcome = execute(cells, tasks_dir, eps, info, results, concurrency=sw.concurrency, retries=sw.retries,
+                          use_ray=True, address=address, console=console)
     _summary(results, cells)
+    _failed(results, outcome)
 
 
 @eval_app.command("report")

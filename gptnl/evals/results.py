@@ -74,6 +74,18 @@ class ResultRecord(_Rec):
     gptnl_version: str
 
 
+class FailedCell(_Rec):
+    """A cell that raised instead of finishing: the other cells go on, a rerun tries it again."""
+
+    schema_: Literal["gptnl.eval.failed/1"] = Field(default="gptnl.eval.failed/1", alias="schema")
+    cell: str
+    model: str
+    task: str
+    settings: str
+    error: str = Field(description="what went wrong, in one line")
+    at: str = Field(description="when (UTC, ISO 8601)")
+
+
 def cell_id(model: ModelInfo, task_name: str, task_sha: str, settings: dict) -> str:
     raw = json.dumps([model.name, model.endpoint, model.model_id, model.fingerprint, task_name, task_sha, settings],
                      sort_keys=True)
@@ -103,6 +115,37 @@ def read(results: Path) -> list[dict]:
         except ValueError:
             continue
     return out
+
+
+def append_failure(path: Path, failure: FailedCell) -> None:
+    """One line per failed attempt, in one write(2), next to results.jsonl."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (failure.model_dump_json(by_alias=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def failures(results_dir: Path) -> list[FailedCell]:
+    """The cells that failed and have not finished since (the same model, task and settings, started
+    after the failure; a task that did not load gets another cell id once it does): the last failure of each."""
+    path = Path(results_dir) / "failed.jsonl"
+    if not path.is_file():
+        return []
+    finished: dict[tuple[str, str, str], str] = {}
+    for r in read(Path(results_dir) / "results.jsonl"):
+        key = (r["model"]["name"], r["task"]["name"], r["settings"].get("name", ""))
+        finished[key] = max(finished.get(key, ""), r["timings"]["started"])
+    last: dict[tuple[str, str, str], FailedCell] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            f = FailedCell.model_validate_json(line)
+        except ValueError:
+            continue
+        last[(f.model, f.task, f.settings)] = f
+    return [f for key, f in last.items() if finished.get(key, "") < f.at]
 
 
 def write_rows(results_dir: Path, cell: str, rows: list[dict]) -> Path:

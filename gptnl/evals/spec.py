@@ -170,6 +170,8 @@ class ModelRef(Strict):
     path: str | None = None
     model_id: str | None = Field(default=None, description="the model name the endpoint knows (default: its only one)")
     api_key_env: str | None = Field(default=None, description="environment variable holding the API key")
+    tokenizer: str | None = Field(default=None, description="the model's tokenizer folder (an endpoint's model): "
+                                  "perplexity over long documents in windows of tokens")
 
     @model_validator(mode="after")
     def _one(self) -> ModelRef:

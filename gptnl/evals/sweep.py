@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -24,6 +25,7 @@ class Endpoint:
     info: res.ModelInfo
     base_url: str
     api_key: str | None
+    tokenizer: str | None = None  # the model's tokenizer folder, for perplexity in windows of tokens
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Cell:
     task: str
     model: str
     settings: Settings
+    error: str | None = None  # why the cell cannot even start (its task does not load)
 
 
 def parse_model(arg: str) -> tuple[str, ModelRef]:
@@ -72,23 +75,33 @@ def endpoints(models: dict[str, ModelRef], workdir: Path, api_key: str | None = 
             base, key = stack.enter_context(served(local, workdir / "serving", reachable=reachable))
             for name, path in local.items():
                 out[name] = Endpoint(res.ModelInfo(name=name, endpoint=f"local:{path.resolve()}", model_id=name,
-                                                   fingerprint=weights_fingerprint(path)), base, key)
+                                                   fingerprint=weights_fingerprint(path)), base, key,
+                                     str(path.resolve()))
         for name, ref in models.items():
             if ref.endpoint:
                 key = os.environ.get(ref.api_key_env) if ref.api_key_env else api_key
                 model_id = ref.model_id or Client(ref.endpoint, api_key=key).model
                 out[name] = Endpoint(res.ModelInfo(name=name, endpoint=ref.endpoint, model_id=model_id,
-                                                   fingerprint=""), ref.endpoint, key)
+                                                   fingerprint=""), ref.endpoint, key, ref.tokenizer)
         yield out
 
 
 def plan(task_names: list[str], tasks_dir: Path, eps: dict[str, Endpoint], settings: list[Settings]) -> list[Cell]:
+    """Every model x setting x task; a task that does not load becomes failed cells, not a stop."""
+    loaded: dict[str, str | EvalError] = {}
+    for name in task_names:
+        try:
+            loaded[name] = load_task(name, tasks_dir).sha256
+        except EvalError as exc:
+            loaded[name] = exc
     cells = []
     for model, ep in eps.items():
         for s in settings:
             for name in task_names:
-                task = load_task(name, tasks_dir)
-                cells.append(Cell(res.cell_id(ep.info, name, task.sha256, s.model_dump()), name, model, s))
+                sha = loaded[name]
+                error = str(sha) if isinstance(sha, EvalError) else None
+                cells.append(Cell(res.cell_id(ep.info, name, "unloadable" if error else sha, s.model_dump()), name,
+                                  model, s, error))
     return cells
 
 
@@ -101,7 +114,7 @@ def run_one(cell: Cell, tasks_dir: str, ep: Endpoint, suite: dict | None, result
     cache = Cache(Path(results_dir) / "cache.sqlite")
     try:
         client = Client(ep.base_url, model_id=ep.info.model_id, api_key=ep.api_key, fingerprint=ep.info.fingerprint,
-                        cache=cache, concurrency=task.spec.concurrency or concurrency)
+                        cache=cache, concurrency=task.spec.concurrency or concurrency, tokenizer=ep.tokenizer)
         record, rows = run_cell(task, client, ep.info, cell.settings, suite)
     finally:
         cache.close()
@@ -117,10 +130,61 @@ def _progress(console: Console) -> Progress:
                     console=console)
 
 
+def _failed(results_dir: Path, cell: Cell, exc: BaseException | str) -> res.FailedCell:
+    error = exc if isinstance(exc, str) else str(exc) if isinstance(exc, EvalError) else f"{type(exc).__name__}: {exc}"
+    failure = res.FailedCell(cell=cell.id, model=cell.model, task=cell.task, settings=cell.settings.name,
+                             error=" ".join(error.split())[:2000], at=datetime.now(UTC).isoformat(timespec="seconds"))
+    res.append_failure(results_dir / "failed.jsonl", failure)
+    return failure
+
+
+def _run_here(todo: list[Cell], tasks_dir: Path, eps: dict[str, Endpoint], suite: dict | None, results_dir: Path,
+              concurrency: int, progress: Progress, bar) -> list[res.FailedCell]:
+    failed = []
+    for c in todo:
+        progress.update(bar, description=f"{c.model} · {c.task} · {c.settings.name}")
+        try:
+            run_one(c, str(tasks_dir), eps[c.model], suite, str(results_dir), concurrency)
+        except Exception as exc:  # noqa: BLE001 - one cell's failure is recorded; the others still run
+            failed.append(_failed(results_dir, c, exc))
+        progress.advance(bar)
+    return failed
+
+
+def _run_on_ray(todo: list[Cell], tasks_dir: Path, eps: dict[str, Endpoint], suite: dict | None, results_dir: Path,
+                concurrency: int, retries: int, address: str | None, progress: Progress, bar) -> list[res.FailedCell]:
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    failed = []
+    try:
+        remote = ray.remote(max_retries=retries, retry_exceptions=False, num_cpus=1)(run_one)
+        pending = {remote.remote(c, str(tasks_dir), eps[c.model], suite, str(results_dir), concurrency): c
+                   for c in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            cell = pending.pop(ready[0])
+            try:
+                ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:  # the cell raised: the user's error, not Ray's traceback
+                failed.append(_failed(results_dir, cell, exc.cause if exc.cause is not None else exc))
+            except ray.exceptions.RayError as exc:  # its worker died more often than the retries allow
+                failed.append(_failed(results_dir, cell, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))
+            progress.update(bar, description=f"{cell.model} · {cell.task} · {cell.settings.name}")
+            progress.advance(bar)
+    finally:
+        if started:
+            ray.shutdown()
+    return failed
+
+
 def execute(cells: list[Cell], tasks_dir: Path, eps: dict[str, Endpoint], suite: dict | None, results_dir: Path,
             *, concurrency: int = 4, retries: int = 2, use_ray: bool = False, address: str | None = None,
             console: Console | None = None) -> dict:
-    """Run the cells not yet in results.jsonl; returns {"done": n, "skipped": n}."""
+    """Run the cells not yet in results.jsonl. A cell that fails is recorded in failed.jsonl and the
+    others go on; a rerun tries it again. Returns {"done": n, "skipped": n, "failed": [FailedCell]}."""
     console = console or Console(stderr=True)
     results_dir.mkdir(parents=True, exist_ok=True)
     from gptnl.evals.client import Cache
@@ -131,35 +195,13 @@ def execute(cells: list[Cell], tasks_dir: Path, eps: dict[str, Endpoint], suite:
     skipped = len(cells) - len(todo)
     if skipped:
         console.print(f"{skipped} of {len(cells)} cells already in {results_dir / 'results.jsonl'}: skipped")
+    failed = [_failed(results_dir, c, c.error) for c in todo if c.error]
+    runnable = [c for c in todo if not c.error]
     with _progress(console) as progress:
-        bar = progress.add_task("cells", total=len(todo))
-        if not use_ray:
-            for c in todo:
-                progress.update(bar, description=f"{c.model} · {c.task} · {c.settings.name}")
-                run_one(c, str(tasks_dir), eps[c.model], suite, str(results_dir), concurrency)
-                progress.advance(bar)
-            return {"done": len(todo), "skipped": skipped}
-        import ray
-
-        started = not ray.is_initialized()
-        if started:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        try:
-            remote = ray.remote(max_retries=retries, retry_exceptions=False, num_cpus=1)(run_one)
-            pending = {remote.remote(c, str(tasks_dir), eps[c.model], suite, str(results_dir), concurrency): c
-                       for c in todo}
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                cell = pending.pop(ready[0])
-                try:
-                    ray.get(ready[0])
-                except ray.exceptions.RayTaskError as exc:
-                    if isinstance(exc.cause, EvalError):  # the user's problem: one line, not Ray's traceback
-                        raise EvalError(f"{cell.model} · {cell.task}: {exc.cause}") from None
-                    raise
-                progress.update(bar, description=f"{cell.model} · {cell.task} · {cell.settings.name}")
-                progress.advance(bar)
-        finally:
-            if started:
-                ray.shutdown()
-    return {"done": len(todo), "skipped": skipped}
+        bar = progress.add_task("cells", total=len(runnable))
+        if use_ray and runnable:
+            failed += _run_on_ray(runnable, tasks_dir, eps, suite, results_dir, concurrency, retries, address,
+                                  progress, bar)
+        else:
+            failed += _run_here(runnable, tasks_dir, eps, suite, results_dir, concurrency, progress, bar)
+    return {"done": len(todo) - len(failed), "skipped": skipped, "failed": failed}

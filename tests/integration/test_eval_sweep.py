@@ -90,6 +90,60 @@ def test_records_follow_the_documented_schema(swept):
         assert record["settings"]["limit"] == 12 and len(record["task"]["sha256"]) == 64
 
 
+BROKEN_TASK = ("name: breekbaar\nvalue: kennis\ndescription: x\ntype: multiple_choice\nprompt: 'BREEK {question}'\n"
+               "choices: choices\nmetrics: [accuracy]\nprimary: accuracy\n")
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory):
+    """A sweep on a local Ray of one model x three tasks: `kennis` runs, `breekbaar` gets HTTP 500 from
+    the endpoint on every try, `ontbrekend` has no items file. Then both are mended and it runs again."""
+    work = tmp_path_factory.mktemp("failing")
+    tasks = work / "tasks"
+    shutil.copytree(ROOT / "evals" / "tasks" / "kennis", tasks / "kennis")
+    (tasks / "breekbaar").mkdir()
+    (tasks / "breekbaar" / "task.yaml").write_text(BROKEN_TASK)
+    (tasks / "breekbaar" / "items.jsonl").write_text(json.dumps({"id": "b1", "question": "Ja?", "choices": ["ja", "nee"],
+                                                                 "answer": 0}) + "\n")
+    (tasks / "ontbrekend").mkdir()
+    (tasks / "ontbrekend" / "task.yaml").write_text(BROKEN_TASK.replace("breekbaar", "ontbrekend"))
+    (work / "suite.yaml").write_text(yaml.safe_dump({"name": "drie", "tasks": ["kennis", "breekbaar", "ontbrekend"],
+                                                    "tasks_dir": str(tasks)}))
+    broken, asked = [True], []
+
+    def logprob(prompt: str) -> float:
+        asked.append(prompt)
+        if broken[0] and prompt.startswith("BREEK"):
+            raise RuntimeError("the model fell over")
+        return -1.0
+
+    with ScriptedServer(logprob=logprob) as server:
+        (work / "sweep.yaml").write_text(yaml.safe_dump({"suite": "suite.yaml", "settings": [{"name": "kort", "limit": 3}],
+                                                        "models": {"alfa": {"endpoint": server.url, "model_id": "scripted"}}}))
+        args = ("eval", "sweep", str(work / "sweep.yaml"), "--results", str(work / "results"))
+        first = gptnl(*args, env={**os.environ, "COLUMNS": "250"})
+        broken[0] = False
+        shutil.copy(tasks / "breekbaar" / "items.jsonl", tasks / "ontbrekend" / "items.jsonl")
+        asked.clear()
+        second = gptnl(*args, env={**os.environ, "COLUMNS": "250"})
+        yield work, first, second, list(asked)
+
+
+def test_a_failing_cell_is_recorded_the_others_finish_and_a_rerun_retries_only_it(failing_sweep):
+    work, first, second, asked_again = failing_sweep
+    assert first.returncode == 2, first.stderr[-3000:]  # the CLI's exit code for a user-facing error
+    assert "2 of 3 cells failed" in first.stderr and "failed cells" in first.stderr
+    assert "HTTP 500" in first.stderr and "items file" in first.stderr and "Traceback" not in first.stderr
+    failed = [json.loads(line) for line in (work / "results" / "failed.jsonl").read_text().splitlines()]
+    assert sorted(f["task"] for f in failed) == ["breekbaar", "ontbrekend"] and all(f["error"] for f in failed)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "1 of 3 cells already in" in second.stderr
+    assert asked_again and all(p.startswith("BREEK") for p in asked_again)  # kennis was not asked again
+    records = res.read(work / "results" / "results.jsonl")
+    assert sorted(r["task"]["name"] for r in records) == ["breekbaar", "kennis", "ontbrekend"]
+    assert res.failures(work / "results") == []  # every failure has been made good since
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Debian's headless Chromium, installed the first time (as the Slurm script installs Slurm)."""
