@@ -5,9 +5,12 @@ given back however a request ends."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gptnl.config import GatewayConfig
 from gptnl.serving.audit import AuditLog
@@ -233,3 +236,32 @@ def test_budgets_spent_before_a_restart_are_carried_over_from_the_audit_log(tmp_
     r = refused(limiter, k, 101)
     assert "900 of its 1000" in str(r)
     hold(limiter, k, 100)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from([0, 0, 0.5, 1, 7, 30, 59.5, 60, 61, 3600, 43200]),
+                              st.integers(0, 160), st.floats(0, 1)), max_size=40))
+def test_no_window_or_day_ever_holds_more_than_the_limits_and_retry_after_is_enough(ops):
+    """Random traffic (answers using up to what they reserved): in every 60 s window at most rpm
+    requests and tpm tokens, per UTC day at most the budget; a request refused for rpm or tpm passes
+    when retried after Retry-After seconds."""
+    clock = Clock(dt.datetime(2030, 3, 14, 20, 0, tzinfo=dt.UTC).timestamp())
+    limiter, k = Limiter(clock=clock), key(rpm=5, tpm=300, budget_day=1000)
+    admitted: list[tuple[float, int]] = []
+    for step, tokens, share in ops:
+        clock.t += step
+        try:
+            hold(limiter, k, tokens, used=int(tokens * share))
+        except Refused as r:
+            if r.code == "rate_limit_exceeded" and tokens <= k.tpm:
+                later = Limiter(store=copy.deepcopy(limiter.store), clock=Clock(clock.t + r.retry_after))
+                try:
+                    hold(later, k, tokens)
+                except Refused as again:
+                    assert again.code == "budget_exceeded", (str(r), str(again))
+            continue
+        admitted.append((clock.t, int(tokens * share)))
+        window = [n for t, n in admitted if t > clock.t - 60]
+        assert len(window) <= k.rpm and sum(window) <= k.tpm
+        day = dt.datetime.fromtimestamp(clock.t, dt.UTC).date()
+        assert sum(n for t, n in admitted if dt.datetime.fromtimestamp(t, dt.UTC).date() == day) <= 1000
