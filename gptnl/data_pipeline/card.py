@@ -1,5 +1,6 @@
 """`CARD.md`: the data card, laid out along the EU AI Act's public summary of training content
-(general information; list of data sources; data processing aspects), written from stats.json."""
+(general information; list of data sources; data processing aspects), written from stats.json;
+`croissant.json` beside it says the same in Croissant JSON-LD."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from gptnl.config import RecipeConfig, SourcesFile, load_licence_policy
 from gptnl.data_pipeline import ledger as ledger_mod
+from gptnl.data_pipeline.croissant import write_croissant
 from gptnl.fileio import atomic_write_text, code_version
 
 
@@ -115,4 +117,5 @@ def write_card(out: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dic
     ]
     path = out / "CARD.md"
     atomic_write_text(path, "\n".join(lines))
+    write_croissant(out, recipe, sources, stats)  # the same facts as JSON-LD, beside the card
     return path
