@@ -99,7 +99,8 @@ def spent_this_period(path: Path, now: float) -> dict[str, tuple[str, int, str, 
 @dataclass
 class Row:
     """One group of the usage report. `refused`: answered 429 (rate limits and budgets); `errors`: any
-    other status from 400 on (auth, bad requests, upstream failures, aborted clients)."""
+    other status from 400 on (auth, bad requests, upstream failures, aborted clients). Latency
+    percentiles are of the answered requests (a refusal's sub-millisecond answer would pull them down)."""
 
     group: str
     requests: int = 0
@@ -162,9 +163,10 @@ def usage_report(path: Path, since: str | None = None, by: str = "key") -> tuple
             row.errors += 1
         else:
             row.ok += 1
+            latency = r.get("latency_ms")
+            if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+                row._latency.append(latency)
         p, c = _tokens(r)
         row.prompt_tokens += p
         row.completion_tokens += c
-        if isinstance(r.get("latency_ms"), (int, float)) and not isinstance(r.get("latency_ms"), bool):
-            row._latency.append(r["latency_ms"])
     return [rows[g] for g in sorted(rows)], notes
