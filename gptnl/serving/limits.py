@@ -134,7 +134,12 @@ class Limiter:
             lease._open = False
             if keeper is not None:
                 keeper.cancel()
-            await asyncio.shield(self._end(key.name, result, lease._used))
+            if isinstance(self.store, MemoryStore):  # no I/O: nothing a cancellation could interrupt
+                if lease._used is not None:
+                    self.store.settle_now(key.name, result, lease._used)
+                self.store.release_now(key.name, result)
+            else:
+                await asyncio.shield(self._end(key.name, result, lease._used))
 
     async def _end(self, name: str, grant: Grant, used: int | None) -> None:
         try:
