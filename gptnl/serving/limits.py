@@ -142,14 +142,9 @@ class Limiter:
                 await asyncio.shield(self._end(key.name, result, lease._used))
 
     async def _end(self, name: str, grant: Grant, used: int | None) -> None:
-        try:
-            if used is not None:
-                await self.store.settle(name, grant, used)
-        except StoreUnavailable:
-            pass  # the reservation stands: counted high, never low
-        finally:
-            with contextlib.suppress(StoreUnavailable):  # the lease then expires after lease_ttl_s
-                await self.store.release(name, grant)
+        # unanswered, the reservation stands (counted high, never low) and the lease expires by itself
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.finish(name, grant, used)
 
     async def _keep(self, name: str, grant: Grant) -> None:
         """Refresh a shared-store lease while its request runs, so only a dead gateway's leases expire."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -81,6 +82,7 @@ class _KeyState:
     window: deque = field(default_factory=deque)  # [time, tokens, lease], oldest first
     by_lease: dict = field(default_factory=dict)  # lease -> its window entry, to settle it
     in_flight: set = field(default_factory=set)
+    used: int = 0  # tokens of the window's entries, kept as a running sum: admission stays O(1)
     day: tuple[str, int] = ("", 0)  # (period, tokens)
     month: tuple[str, int] = ("", 0)
 
@@ -98,7 +100,9 @@ class MemoryStore:
     def _state(self, name: str, now: float) -> _KeyState:
         s = self._keys.setdefault(name, _KeyState())
         while s.window and s.window[0][0] <= now - WINDOW_S:
-            s.by_lease.pop(s.window.popleft()[2], None)
+            _, n, lease = s.window.popleft()
+            s.by_lease.pop(lease, None)
+            s.used -= n
         day, month = periods(now)
         if s.day[0] != day:
             s.day = (day, 0)
@@ -111,8 +115,8 @@ class MemoryStore:
         if name in self._revoked:
             return Denial("revoked", 0, 0)
         s = self._state(name, now)
-        denial = check(limits, tokens, now, len(s.in_flight), [(t, n) for t, n, _ in s.window], s.day[1],
-                       s.month[1])
+        denial = check(limits, tokens, now, len(s.in_flight), len(s.window), s.used,
+                       lambda: [(t, n) for t, n, _ in s.window], s.day[1], s.month[1])
         if denial is not None:
             return denial
         grant = Grant(new_lease(), tokens, s.day[0], s.month[0])
@@ -120,8 +124,9 @@ class MemoryStore:
         s.window.append(entry)
         s.by_lease[grant.lease] = entry
         s.in_flight.add(grant.lease)
+        s.used += tokens
         s.day, s.month = (s.day[0], s.day[1] + tokens), (s.month[0], s.month[1] + tokens)
-        grant.requests, grant.window_tokens = len(s.window), sum(e[1] for e in s.window)
+        grant.requests, grant.window_tokens = len(s.window), s.used
         grant.day_tokens, grant.month_tokens = s.day[1], s.month[1]
         return grant
 
@@ -129,6 +134,7 @@ class MemoryStore:
         s = self._keys[name]
         entry = s.by_lease.get(grant.lease)
         if entry is not None:
+            s.used += used - entry[1]
             entry[1] = used
         delta, grant.tokens = used - grant.tokens, used
         if s.day[0] == grant.day:
@@ -153,6 +159,11 @@ class MemoryStore:
     async def settle(self, name: str, grant: Grant, used: int) -> None:
         self.settle_now(name, grant, used)
 
+    async def finish(self, name: str, grant: Grant, used: int | None) -> None:
+        if used is not None:
+            self.settle_now(name, grant, used)
+        self.release_now(name, grant)
+
     async def release(self, name: str, grant: Grant) -> None:
         self.release_now(name, grant)
 
@@ -166,20 +177,21 @@ class MemoryStore:
         return None
 
 
-def check(limits: Limits, tokens: int, now: float, in_flight: int, window: list[tuple[float, int]],
-          day_tokens: int, month_tokens: int) -> Denial | None:
-    """The one admission rule, in order: concurrency, rpm, tpm, day budget, month budget.
-    (The Valkey/Redis store runs the same rule in Lua.)"""
+def check(limits: Limits, tokens: int, now: float, in_flight: int, count: int, used: int,
+          window: Callable[[], list[tuple[float, int]]], day_tokens: int, month_tokens: int) -> Denial | None:
+    """The one admission rule, in order: concurrency, rpm, tpm, day budget, month budget. `count` and
+    `used` are the window's requests and tokens; `window()` lists its (time, tokens), oldest first, and
+    is asked for only to say how long a refused request must wait. (The Valkey/Redis store runs the
+    same rule in Lua.)"""
     if in_flight >= limits.max_concurrent:
         return Denial("concurrency", 1, in_flight)
-    if len(window) >= limits.rpm:
-        return Denial("rpm", window[len(window) - limits.rpm][0] + WINDOW_S - now, len(window))
-    used = sum(n for _, n in window)
+    if count >= limits.rpm:
+        return Denial("rpm", window()[count - limits.rpm][0] + WINDOW_S - now, count)
     if tokens > limits.tpm:
         return Denial("tpm_request", WINDOW_S, used)
     if used + tokens > limits.tpm:
         freed, wait = 0, WINDOW_S
-        for t0, n in window:
+        for t0, n in window():
             freed += n
             if used - freed + tokens <= limits.tpm:
                 wait = t0 + WINDOW_S - now
@@ -203,31 +215,33 @@ class StoreUnavailable(Exception):
 
 
 # KEYS: revoked, window (zset lease -> time), tokens (hash lease -> tokens), in flight (zset lease -> expiry),
-# day, month.  ARGV: now, cutoff, window_s, rpm, tpm, max_concurrent, tokens, budget_day, budget_month
+# day, month, used (the window's tokens as a running sum, so admission walks the window only to refuse).  ARGV: now, cutoff, window_s, rpm, tpm, max_concurrent, tokens, budget_day, budget_month
 # (-1: none), lease, lease expiry, day end, month end (epoch seconds).  Same rule as `check`.
 _ADMIT = """
 local now, cutoff, win = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local rpm, tpm, maxc, tokens = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local bday, bmonth, lease = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 'revoked', '0', 0} end
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)) do redis.call('HDEL', KEYS[3], old) end
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)) do
+  redis.call('DECRBY', KEYS[7], redis.call('HGET', KEYS[3], old) or '0')
+  redis.call('HDEL', KEYS[3], old)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])
 local inflight = redis.call('ZCARD', KEYS[4])
 if inflight >= maxc then return {0, 'concurrency', '1', inflight} end
-local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-local n = #entries / 2
-if n >= rpm then return {0, 'rpm', tostring(tonumber(entries[2 * (n - rpm) + 2]) + win - now), n} end
-local toks, used = {}, 0
-for i = 1, n do
-  toks[i] = tonumber(redis.call('HGET', KEYS[3], entries[2 * i - 1]) or '0')
-  used = used + toks[i]
+local n = redis.call('ZCARD', KEYS[2])
+if n >= rpm then
+  local oldest = redis.call('ZRANGE', KEYS[2], n - rpm, n - rpm, 'WITHSCORES')
+  return {0, 'rpm', tostring(tonumber(oldest[2]) + win - now), n}
 end
+local used = tonumber(redis.call('GET', KEYS[7]) or '0')
 if tokens > tpm then return {0, 'tpm_request', tostring(win), used} end
 if used + tokens > tpm then
+  local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
   local freed, wait = 0, win
   for i = 1, n do
-    freed = freed + toks[i]
+    freed = freed + tonumber(redis.call('HGET', KEYS[3], entries[2 * i - 1]) or '0')
     if used - freed + tokens <= tpm then wait = tonumber(entries[2 * i]) + win - now; break end
   end
   return {0, 'tpm', tostring(wait), used}
@@ -240,6 +254,8 @@ redis.call('ZADD', KEYS[2], ARGV[1], lease)
 redis.call('HSET', KEYS[3], lease, tokens)
 redis.call('EXPIRE', KEYS[2], math.ceil(win) + 5)
 redis.call('EXPIRE', KEYS[3], math.ceil(win) + 5)
+redis.call('INCRBY', KEYS[7], tokens)
+redis.call('EXPIRE', KEYS[7], math.ceil(win) + 5)
 redis.call('ZADD', KEYS[4], ARGV[11], lease)
 redis.call('EXPIREAT', KEYS[4], math.ceil(tonumber(ARGV[11])) + 5)
 day = redis.call('INCRBY', KEYS[5], tokens)
@@ -249,9 +265,15 @@ redis.call('EXPIREAT', KEYS[6], math.ceil(tonumber(ARGV[13])) + 86400)
 return {1, n + 1, used + tokens, day, month}
 """
 
-# KEYS: tokens, day, month.  ARGV: lease, used, used - reserved.
+# KEYS: tokens, day, month, used, in flight.  ARGV: lease, used, used - reserved, release (1/0), settle (1/0).
 _SETTLE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if ARGV[4] == '1' then redis.call('ZREM', KEYS[5], ARGV[1]) end
+if ARGV[5] == '0' then return 1 end
+local was = redis.call('HGET', KEYS[1], ARGV[1])
+if was then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('INCRBY', KEYS[4], tonumber(ARGV[2]) - tonumber(was))
+end
 for i = 2, 3 do
   if redis.call('EXISTS', KEYS[i]) == 1 and redis.call('INCRBY', KEYS[i], ARGV[3]) < 0 then
     redis.call('SET', KEYS[i], 0, 'KEEPTTL')
@@ -296,7 +318,7 @@ class RedisStore:
         day, month = periods(now)
         lease = new_lease()
         keys = [self._k(name, p) for p in ("revoked", "window", "tokens", "inflight")] + \
-            [self._k(name, f"day:{day}"), self._k(name, f"month:{month}")]
+            [self._k(name, f"day:{day}"), self._k(name, f"month:{month}"), self._k(name, "used")]
         args = [repr(now), repr(now - WINDOW_S), WINDOW_S, limits.rpm, limits.tpm, limits.max_concurrent, tokens,
                 -1 if limits.budget_day is None else limits.budget_day,
                 -1 if limits.budget_month is None else limits.budget_month,
@@ -306,18 +328,21 @@ class RedisStore:
             return Denial(r[1].decode(), float(r[2]), int(r[3]))
         return Grant(lease, tokens, day, month, int(r[1]), int(r[2]), int(r[3]), int(r[4]))
 
-    async def settle(self, name: str, grant: Grant, used: int) -> None:
-        delta, grant.tokens = used - grant.tokens, used
+    async def finish(self, name: str, grant: Grant, used: int | None, release: bool = True) -> None:
+        """Settle (unless `used` is None) and give the slot back, in one round trip."""
+        delta = 0 if used is None else used - grant.tokens
+        if used is not None:
+            grant.tokens = used
         await self._call(self._settle, [self._k(name, "tokens"), self._k(name, f"day:{grant.day}"),
-                                        self._k(name, f"month:{grant.month}")], [grant.lease, used, delta])
+                                        self._k(name, f"month:{grant.month}"), self._k(name, "used"),
+                                        self._k(name, "inflight")],
+                         [grant.lease, used or 0, delta, int(release), int(used is not None)])
+
+    async def settle(self, name: str, grant: Grant, used: int) -> None:
+        await self.finish(name, grant, used, release=False)
 
     async def release(self, name: str, grant: Grant) -> None:
-        import redis
-
-        try:
-            await self._redis.zrem(self._k(name, "inflight"), grant.lease)
-        except redis.RedisError as exc:  # the lease expires by itself after lease_ttl_s
-            raise StoreUnavailable(f"the shared limits store {self.url} did not answer ({exc})") from None
+        await self.finish(name, grant, None)
 
     async def refresh(self, name: str, grant: Grant, now: float) -> None:
         await self._call(self._refresh, [self._k(name, "inflight")], [grant.lease, repr(now + self.lease_ttl_s)])
