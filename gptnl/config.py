@@ -201,14 +201,6 @@ class PiiStep(Strict):
     seed: int = 0
 
 
-class QualityStep(Strict):
-    """Gopher quality and repetition thresholds; defaults from FineWeb-2's `nld_Latn` config except
-    the alpha-word share (see the recipe)."""
-
-    min_doc_words: int = Field(default=50, ge=0)
-    max_doc_words: int = Field(default=100000, gt=0)
-    min_avg_word_length: float = Field(default=3, ge=0)
-    max_avg_word_length: float = Field(default=16, gt=0)
 class NerBackend(Strict):
     """A local person-name model, never downloaded: a Hugging Face token-classification folder or a
     spaCy pipeline folder. Its path is relative to the recipe."""
@@ -226,6 +218,14 @@ class CorpusPiiStep(PiiStep):
     ner: NerBackend | None = Field(default=None, description="a local NER model for names as well; null: off")
 
 
+class QualityStep(Strict):
+    """Gopher quality and repetition thresholds; defaults from FineWeb-2's `nld_Latn` config except
+    the alpha-word share (see the recipe)."""
+
+    min_doc_words: int = Field(default=50, ge=0)
+    max_doc_words: int = Field(default=100000, gt=0)
+    min_avg_word_length: float = Field(default=3, ge=0)
+    max_avg_word_length: float = Field(default=16, gt=0)
     max_symbol_word_ratio: float = Field(default=0.1, ge=0)
     max_bullet_lines_ratio: float = Field(default=0.9, ge=0)
     max_ellipsis_lines_ratio: float = Field(default=0.3, ge=0)
@@ -361,6 +361,11 @@ class GatewayConfig(Strict):
     audit_fsync: bool = False
     logs: Path = Path("logs")
     max_body_bytes: int = Field(default=1_000_000, gt=0)
+    max_header_bytes: int = Field(default=16_384, gt=0, description="request line and headers; more: 431")
+    max_headers: int = Field(default=100, gt=0, description="header lines in one request; more: 431")
+    header_timeout_s: float = Field(default=10, gt=0, description="to send the request line and headers; then 408")
+    body_timeout_s: float = Field(default=30, gt=0, description="to send the whole body once headers are in; then 408")
+    request_timeout_s: float = Field(default=900, gt=0, description="for a whole request, answer included; then 408")
     upstream_timeout_s: float = Field(default=600, gt=0)
     health_interval_s: float = Field(default=2.0, gt=0)
     drain_timeout_s: float = Field(default=30, ge=0, description="how long shutdown waits for streams in flight")
@@ -560,6 +565,9 @@ def load_recipe(path: Path) -> RecipeConfig:
     if recipe.decontamination.tasks is not None:
         resolved["decontamination"] = recipe.decontamination.model_copy(
             update={"tasks": (base / recipe.decontamination.tasks).resolve()})
+    if recipe.pii.ner is not None:
+        resolved["pii"] = recipe.pii.model_copy(update={
+            "ner": recipe.pii.ner.model_copy(update={"path": (base / recipe.pii.ner.path).resolve()})})
     return recipe.model_copy(update=resolved)
 
 
@@ -574,9 +582,6 @@ def load_finetune_config(path: Path) -> FinetuneConfig:
     base = path.resolve().parent
     dec = cfg.data.decontamination
     data = cfg.data.model_copy(update={
-    if recipe.pii.ner is not None:
-        resolved["pii"] = recipe.pii.model_copy(update={
-            "ner": recipe.pii.ner.model_copy(update={"path": (base / recipe.pii.ner.path).resolve()})})
         "licences": (base / cfg.data.licences).resolve(),
         "decontamination": dec.model_copy(update={"tasks": (base / dec.tasks).resolve() if dec.tasks else None}),
     })
