@@ -96,6 +96,15 @@ def sweep(d: dict) -> list[Figures]:
              times(d["speedup"]), d["speedup"] >= 1.8)]
 
 
+def eval_throughput(d: dict) -> list[Figures]:
+    same = d["choices_differ"] == 0 and abs(d["gptnl_accuracy"] - d["lm_eval_accuracy"]) < 1e-9
+    agree = f"same choice on all {d['items']} items" if d["choices_differ"] == 0 else \
+        f"choices differ on {d['choices_differ']} of {d['items']} items"
+    return [(f"{d['gptnl_items_per_s']:,.1f} items/s ({agree}; accuracy {d['gptnl_accuracy']:.3f} vs "
+             f"{d['lm_eval_accuracy']:.3f})", f"{d['lm_eval_items_per_s']:,.1f} items/s", times(d["ratio"]),
+             d["ratio"] >= 2 and same)]
+
+
 def benchmarks(model: Path, cuda: bool) -> list[Bench]:
     def spacy_missing() -> str | None:
         try:
@@ -123,6 +132,10 @@ def benchmarks(model: Path, cuda: bool) -> list[Bench]:
               ("bench/sft_throughput.py", "--backend", "deepspeed"), sft),
         Bench("sweep_scaling", (("evaluation sweep on Ray", "≥ 1.8×"),), "the same sweep, cell after cell",
               ("bench/sweep_scaling.py",), sweep),
+        Bench("eval_throughput", (("evaluation throughput (`gptnl eval run`, Belebele-shaped multiple choice)",
+                                   "≥ 2×, same choices and accuracy"),),
+              "`lm_eval --model local-completions` (same task, same vLLM server)", ("bench/eval_throughput.py",),
+              eval_throughput),
         Bench("train_mfu_125m", (("training MFU, 125m (bf16, ZeRO-2, one GPU)", mfu_goal),),
               "HF `LlamaForCausalLM`, same engine",
               ("bench/train_throughput.py", "--model", "configs/model/125m.yaml", "--seq-len", "2048", "--batch", "8",
