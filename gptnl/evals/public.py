@@ -192,7 +192,8 @@ def mbbq(row: dict, where: str) -> dict:
 MAPPERS: dict[str, Mapper] = {
     "belebele": belebele, "global-mmlu": global_mmlu, "include": include, "mbbq": mbbq, "squad": squad,
     "copa": copa, "okapi-arc": okapi_arc, "okapi-hellaswag": okapi_hellaswag, "okapi-mmlu": okapi_mmlu,
-    "okapi-truthfulqa-mc1": okapi_truthfulqa_mc1, "okapi-truthfulqa-mc2": okapi_truthfulqa_mc2, "scala": scala, "dutch-cola": dutch_cola, "dbrd": dbrd,
+    "okapi-truthfulqa-mc1": okapi_truthfulqa_mc1, "okapi-truthfulqa-mc2": okapi_truthfulqa_mc2, "scala": scala,
+    "dutch-cola": dutch_cola, "dbrd": dbrd,
 }
 
 

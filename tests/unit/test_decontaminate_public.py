@@ -4,6 +4,7 @@ sets that are not here are left out."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ from gptnl.evals.tasks import SUITES_DIR, TASKS_DIR
 from gptnl.public_data import DATA_ENV, REGISTRY_ENV
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "public"
-PASSAGE = (FIXTURES / "belebele-nl" / "data" / "nld_Latn.jsonl").read_text(encoding="utf-8").split('"flores_passage": "')[1]
-PASSAGE = PASSAGE.split('"')[0]
+PASSAGE = json.loads((FIXTURES / "belebele-nl" / "data" / "nld_Latn.jsonl").read_text(encoding="utf-8")
+                     .splitlines()[0])["flores_passage"]
 CLEAN = ("Het waterschap meldt dat de dijken rond het meer dit najaar worden versterkt, zodat de polder ook bij "
          "zware stormen droog blijft en de boeren hun land kunnen blijven bewerken zonder zorgen.")
 
