@@ -120,12 +120,16 @@ def data_takedown(
     corpus: Path = typer.Argument(..., help="Corpus dir built by `gptnl data build`."),
     ids: Path = typer.Option(..., "--ids", help="File of ids, urls and domain:host entries, one per line."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Also rebuild token shards packed from this corpus."),
+    runs: list[Path] = typer.Option([], "--runs", help="Folder to search for shards, training runs, exports and "
+                                                      "tuned models made from this corpus (repeatable; the "
+                                                      "corpus's own parent folder is always searched)."),
 ) -> None:
-    """Remove documents after an opt-out or complaint; ledger, stats, card and blocklist follow."""
+    """Remove documents after an opt-out or complaint; ledger, stats, card and blocklist follow, and the
+    runs and models trained on them are named in a takedown report."""
     from gptnl.data_pipeline.takedown import takedown
     from gptnl.pack import repack
 
-    result = takedown(corpus, ids)
+    result = takedown(corpus, ids, runs)
     console.print(f"{result['removed']} document(s) removed from {corpus}")
     rebuilt = rebuild and result["removed"] > 0
     for shards in result["shards"]:
@@ -134,6 +138,10 @@ def data_takedown(
         console.print(f"{'rebuilt' if rebuilt else 'packed from this corpus'}: {shards}")
     for command in [] if rebuilt else result["rebuild"]:
         console.print(f"[yellow]rebuild with: {command}")
+    for d in result["trained"]:
+        when = f"trained {d['created']}" if d["finished"] else "still training"
+        console.print(f"[yellow]trained on this corpus ({d['stage']}, {when}): {d['path']}")
+    console.print(f"takedown report: {result['report']}")
 
 
 @data_app.command("langid")

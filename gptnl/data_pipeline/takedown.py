@@ -5,7 +5,10 @@ ledger rows become `refused` by step `takedown`, so the ledger still has one row
 entries join the recipe's blocklist so the next build refuses them too; stats and the card are
 rewritten; token shards packed from this corpus are found and named with the command that
 rebuilds them (`gptnl data takedown --rebuild` runs it; the data stage does not import the pack
-stage). The build's work folder goes too: it holds intermediate copies of the text, and resuming
+stage). Every training run, export and tuned model whose manifests trace back to those shards
+(searched beside the corpus and under `--runs` folders) and that was trained before the takedown is
+named in a takedown report (`takedowns/<time>.json` in the corpus), and the model folders' cards
+gain a "Known takedowns since training" section, so an operator knows which weights hold withdrawn text. The build's work folder goes too: it holds intermediate copies of the text, and resuming
 from it would bring the documents back. A later build into the same folder starts afresh, and the
 blocklist refuses them there.
 """
@@ -21,8 +24,10 @@ from pathlib import Path
 from gptnl.config import RecipeConfig, load_sources
 from gptnl.data_pipeline import ledger as ledger_mod
 from gptnl.data_pipeline.card import write_card
+from gptnl.data_pipeline.descendants import descendants
 from gptnl.data_pipeline.gates import blocked, read_blocklist
 from gptnl.data_pipeline.stages import WORK
+from gptnl.data_pipeline.takedown_report import TakedownReport, mark_model_card, write_report
 from gptnl.errors import GptnlError
 from gptnl.fileio import atomic_write_bytes, atomic_write_json, read_manifest
 
@@ -45,16 +50,6 @@ def _rewrite_documents(corpus: Path, entries: frozenset[str]) -> dict[tuple[str,
     return removed
 
 
-def derived_shards(corpus: Path) -> list[tuple[Path, dict]]:
-    """Shards dirs beside the corpus whose pack manifest says they were packed from it."""
-    found = []
-    for manifest in sorted(corpus.resolve().parent.glob("*/manifest.json")):
-        m = json.loads(manifest.read_text())
-        if m.get("stage") == "pack" and Path(m["consumed"]["corpus"]).resolve() == corpus.resolve():
-            found.append((manifest.parent, m))
-    return found
-
-
 def rebuild_command(shards: Path, m: dict) -> str:
     c = m["config"]
     return (f"gptnl pack {m['consumed']['corpus']} --tokenizer {m['consumed']['tokenizer']['path']} "
@@ -62,14 +57,21 @@ def rebuild_command(shards: Path, m: dict) -> str:
             f"--out {shards}")
 
 
-def takedown(corpus: Path, entries_file: Path) -> dict:
+def takedown(corpus: Path, entries_file: Path, runs: list[Path] = ()) -> dict:
+    """Remove the entries' documents from `corpus`; name the shards to rebuild, and every run, export and
+    tuned model under `runs` (and beside the corpus) trained on them before now, in a takedown report."""
     corpus = Path(corpus)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for root in runs:
+        if not Path(root).is_dir():
+            raise GptnlError(f"--runs {root}: no such folder")
     manifest = read_manifest(corpus)
     if manifest.get("stage") != "data":
         raise GptnlError(f"{corpus}: not a corpus built by `gptnl data build`")
     entries = read_blocklist(entries_file)
     if not entries:
         raise GptnlError(f"{entries_file}: no ids, urls or domain: entries in this file")
+    found = descendants(corpus, list(runs))  # before anything changes: made from the corpus as it was
     removed = _rewrite_documents(corpus, entries)
     rows = ledger_mod.read_ledger(corpus)
     for row in rows:
@@ -82,7 +84,7 @@ def takedown(corpus: Path, entries_file: Path) -> dict:
     recipe = RecipeConfig.model_validate(manifest["config"])
     counts = ledger_mod.source_counts(rows, {s: c["inputs"] for s, c in old["sources"].items()})
     stats = {**ledger_mod.corpus_stats(rows, counts, {}, recipe.pii.mode), "pii": old["pii"],
-             "takedowns": [*old.get("takedowns", []), {"date": time.strftime("%Y-%m-%d", time.gmtime()),
+             "takedowns": [*old.get("takedowns", []), {"date": now[:10], "time": now,
                                                       "entries": sorted(entries), "removed": len(removed)}]}
     atomic_write_json(corpus / "stats.json", stats)
     atomic_write_json(corpus / "manifest.json", {**manifest, "produced": {**manifest["produced"],
@@ -98,6 +100,18 @@ def takedown(corpus: Path, entries_file: Path) -> dict:
                 fh.write(f"# takedown {time.strftime('%Y-%m-%d', time.gmtime())}\n" + "".join(e + "\n" for e in new))
     write_card(corpus, recipe, load_sources(recipe.sources), stats)
 
-    shards = derived_shards(corpus)  # rebuilding them is the pack stage's job (`--rebuild` in the CLI)
-    return {"removed": len(removed), "shards": [str(p) for p, _ in shards],
-            "rebuild": [rebuild_command(p, m) for p, m in shards] if removed else []}
+    # rebuilding the shards is the pack stage's job (`--rebuild` in the CLI)
+    shards = [(Path(d.path), read_manifest(Path(d.path))) for d in found if d.stage == "pack"]
+    report = TakedownReport(
+        corpus=str(corpus.resolve()), time=now, entries=sorted(entries), removed=len(removed),
+        searched=[str(Path(r).resolve()) for r in [corpus.resolve().parent, *runs]],
+        shards=[d for d in found if d.stage == "pack"],
+        rebuild=[rebuild_command(p, m) for p, m in shards] if removed else [],
+        trained=[d for d in found if d.stage != "pack" and (not d.finished or (d.created or "") <= now)])
+    path = write_report(corpus, report)
+    if removed:
+        for d in report.trained:
+            if d.stage in ("export", "finetune"):
+                mark_model_card(Path(d.path), report, path)
+    return {"removed": len(removed), "shards": [str(p) for p, _ in shards], "rebuild": report.rebuild,
+            "report": str(path), "trained": [d.model_dump() for d in report.trained]}
