@@ -23,5 +23,21 @@ class Metrics:
         self.healthy = Gauge("gptnl_gateway_healthy_replicas", "Healthy vLLM replicas per model", ["model"],
                              registry=self.registry)
 
+    def observe(self, key: str | None, model: str | None, endpoint: str, status: int, prompt: int | None,
+                completion: int | None, redacted: int, seconds: float, ttft: float | None) -> None:
+        """Count one finished request."""
+        labels = {"key": key or "-", "model": model or "-"}
+        self.requests.labels(**labels, endpoint=endpoint, status=str(status)).inc()
+        if isinstance(prompt, int) and prompt > 0:
+            self.tokens.labels(**labels, direction="prompt").inc(prompt)
+        if isinstance(completion, int) and completion > 0:
+            self.tokens.labels(**labels, direction="completion").inc(completion)
+        if redacted:
+            self.redacted.labels(**labels).inc(redacted)
+        if model:
+            self.latency.labels(model=model, endpoint=endpoint).observe(seconds)
+            if ttft is not None:
+                self.ttft.labels(model=model).observe(ttft)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

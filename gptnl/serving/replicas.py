@@ -8,6 +8,7 @@ A replica is taken out after a failed health check or a refused connection and p
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from gptnl.config import ServedModel, VllmProfile
@@ -37,6 +39,10 @@ class Replica:
     in_flight: int = 0
     process: VllmProcess | None = None
     failures: int = 0
+
+    def done(self) -> None:
+        """A request sent here has ended (however it ended)."""
+        self.in_flight -= 1
 
 
 class Pool:
@@ -175,3 +181,44 @@ async def wait_healthy(pools: dict[str, Pool], timeout: float, log) -> None:
                 raise GptnlError(f"vLLM replicas not healthy after {timeout:.0f}s: "
                                  + ", ".join(r.url for r in pending))
             await asyncio.sleep(0.5)
+
+
+class Upstream:
+    """One aiohttp session for all upstream calls (made inside the server's event loop)."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(  # read_bufsize: an SSE line may carry many logprobs
+                timeout=self.timeout, read_bufsize=1 << 20,
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30))
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+async def send(session: aiohttp.ClientSession, pool: Pool, path: str, body: dict, request_id: str):
+    """Forward to the least busy healthy replica; a refused connection takes it out and tries the next.
+    Returns (response, replica); the caller calls `replica.done()` when the request ends."""
+    from gptnl.serving.protocol import ApiError
+
+    tried: set[str] = set()
+    data = json.dumps(body).encode("utf-8", "backslashreplace")
+    headers = {"content-type": "application/json", "x-request-id": request_id}
+    while True:
+        replica = pool.pick(tried)
+        if replica is None:
+            raise ApiError(503, f"model '{pool.name}' has no healthy replica right now; retry shortly",
+                           "no_healthy_replica", headers={"Retry-After": "5"})
+        tried.add(replica.url)
+        replica.in_flight += 1
+        try:
+            return await session.post(replica.url + path, data=data, headers=headers), replica
+        except (aiohttp.ClientConnectionError, TimeoutError):  # no answer came back: refused, reset, timed out
+            replica.done()
+            replica.healthy = False  # the health check puts it back when it answers again

@@ -41,6 +41,7 @@ def serve(cfg: GatewayConfig) -> None:
     import uvicorn
 
     from gptnl.serving.app import create_app
+    from gptnl.serving.edge import protocol_for
 
     pools, processes = build_pools(cfg)
     timeout = max([load_vllm_profile(cfg.profiles / f"{m.profile}.yaml").start_timeout_s
@@ -70,14 +71,15 @@ def serve(cfg: GatewayConfig) -> None:
         finally:
             stopping.set()
             await task
-            await app.state.client.aclose()
-            app.state.audit.close()
+            await app.state.gateway.aclose()
 
     app = create_app(cfg, pools, lifespan=lifespan)
-    # keep-alive longer than clients' idle gaps: a connection closed just as a client reuses it is an error
+    # keep-alive longer than clients' idle gaps: a connection closed just as a client reuses it is an error;
+    # h11 with our head limits (uvicorn has no header timeout and no 431); h11's own buffer limit above ours
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=cfg.drain_timeout_s or None, lifespan="on",
-                            timeout_keep_alive=75, backlog=4096)
+                            timeout_keep_alive=75, backlog=4096, http=protocol_for(app.gateway, cfg),
+                            h11_max_incomplete_event_size=cfg.max_header_bytes + 65_536)
     # uvicorn drains on SIGTERM/SIGINT, then raises the signal again for the previous handler: let that
     # handler be a no-op, so the replicas are stopped below and a requested shutdown exits 0
     for sig in (signal.SIGTERM, signal.SIGINT):
