@@ -119,6 +119,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _check_listed(spec: TaskSpec, path: Path, sibling) -> None:
+    """The file is the one the Hub lists: its LFS sha256 where it has one, else its size."""
+    lfs = getattr(sibling, "lfs", None)
+    if lfs is not None and getattr(lfs, "sha256", None) and _sha256(path) != lfs.sha256:
+        raise EvalError(f"{spec.name}: {path} does not match the sha256 the Hub lists ({lfs.sha256}); fetch it again")
+    if sibling.size is not None and path.stat().st_size != sibling.size:
+        raise EvalError(f"{spec.name}: {path} has {path.stat().st_size} bytes, the Hub lists {sibling.size}; "
+                        "fetch it again")
+
+
 def _download(spec: TaskSpec, folder: Path, endpoint: str, token: str | None) -> tuple[str | None, list[str]]:
     """(the commit fetched, the files) — errors a user can act on as one EvalError."""
     import huggingface_hub as hf
@@ -127,11 +137,13 @@ def _download(spec: TaskSpec, folder: Path, endpoint: str, token: str | None) ->
     pub = spec.public
     api = hf.HfApi(endpoint=endpoint, token=token)
     try:
-        info = api.dataset_info(pub.repo, revision=pub.revision)
-        names = choose(spec, [s.rfilename for s in info.siblings or []])
+        info = api.dataset_info(pub.repo, revision=pub.revision, files_metadata=True)
+        listed = {s.rfilename: s for s in info.siblings or []}
+        names = choose(spec, list(listed))
         for name in names:
             hf.hf_hub_download(pub.repo, name, repo_type="dataset", revision=info.sha or pub.revision,
                                local_dir=folder, token=token, endpoint=endpoint)
+            _check_listed(spec, folder / name, listed[name])
     except errors.GatedRepoError:
         raise EvalError(f"{spec.name}: {pub.repo} is gated: accept its terms at "
                         f"https://huggingface.co/datasets/{pub.repo} and give a token (--token or HF_TOKEN)") from None

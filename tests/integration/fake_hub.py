@@ -16,9 +16,12 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class FakeHub:
-    def __init__(self, repos: dict[str, dict[str, bytes]], *, gated: dict[str, str] | None = None):
-        """`repos`: {repo id: {path in the repo: bytes}}; `gated`: {repo id: the token it accepts}."""
-        self.repos, self.gated, self.requests = repos, gated or {}, []
+    def __init__(self, repos: dict[str, dict[str, bytes]], *, gated: dict[str, str] | None = None,
+                 listed: dict[str, bytes] | None = None):
+        """`repos`: {repo id: {path in the repo: bytes}}; `gated`: {repo id: the token it accepts};
+        `listed`: {path: bytes the repo listing describes instead}, a file that changed in transit.
+        Parquet files are listed as LFS files (size and sha256), the others by size, as the Hub does."""
+        self.repos, self.gated, self.listed, self.requests = repos, gated or {}, listed or {}, []
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,7 +48,7 @@ class FakeHub:
                     return self._send(401, b'{"error": "gated"}', {"X-Error-Code": "GatedRepo"})
                 if api:
                     info = {"id": repo, "sha": COMMIT, "private": False,
-                            "siblings": [{"rfilename": f} for f in hub.repos[repo]]}
+                            "siblings": [hub.sibling(f, data) for f, data in hub.repos[repo].items()]}
                     return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
                 data = hub.repos[repo].get("/".join(path[5:])) if path[3:4] == ["resolve"] else None
                 if data is None:
@@ -56,6 +59,13 @@ class FakeHub:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def sibling(self, path: str, data: bytes) -> dict:
+        data = self.listed.get(path, data)
+        entry = {"rfilename": path, "size": len(data), "blobId": hashlib.sha1(data).hexdigest()}
+        if path.endswith(".parquet"):
+            entry["lfs"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
+        return entry
 
     def __enter__(self) -> FakeHub:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

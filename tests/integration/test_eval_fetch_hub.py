@@ -66,3 +66,14 @@ def test_what_the_hub_serves_in_another_layout_is_refused_and_not_recorded(hub, 
 def test_an_unknown_repo_names_the_endpoint(hub, tmp_path):
     with pytest.raises(EvalError, match=f"{hub.url} has no dataset GroNLP/squad-nl-v2.0"):
         fetch(["squad-nl"], tmp_path, say=lambda line: None)
+
+
+def test_a_file_that_is_not_the_one_the_hub_lists_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv(REGISTRY_ENV, str(tmp_path / "registry.json"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    name = "Dutch/test-00000-of-00001.parquet"
+    with FakeHub({"CohereLabs/include-base-44": {name: INCLUDE}}, listed={name: INCLUDE + b"x"}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        with pytest.raises(EvalError, match="does not match the sha256 the Hub lists"):
+            fetch(["include-nl"], tmp_path, say=lambda line: None)
+    assert "include-nl" not in registry()
