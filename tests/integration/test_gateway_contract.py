@@ -19,8 +19,6 @@ import openai
 import pytest
 from test_serving import Gateway, _replica_pids, gateway_config, new_key, vllm_python  # noqa: F401 (a fixture)
 
-from gptnl.serving.replicas import free_port
-
 MODEL = "gptnl-tiny"
 BSN, IBAN = "111222333", "NL91ABNA0417164300"
 SCHEMAS = Path(__file__).resolve().parents[1] / "fixtures" / "openapi" / "openai-schemas.json"
@@ -344,7 +342,8 @@ def test_responses_validate_against_openais_openapi_schemas(gw):
     conforms("CreateChatCompletionResponse", data)
     for path, body, schema in [
         ("/v1/completions", {"prompt": "De"}, "CompletionStreamChunk"),
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hoi"}]}, "CreateChatCompletionStreamResponse"),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hoi"}]},
+         "CreateChatCompletionStreamResponse"),
     ]:
         r = post(gw, path, {"model": MODEL, "max_tokens": 4, "stream": True, **body,
                             "stream_options": {"include_usage": True}})
@@ -410,9 +409,9 @@ def test_fuzzed_requests_get_openai_answers_and_one_clean_audit_line_each(fuzz_g
               "stop": st.one_of(scalar, st.lists(st.text(max_size=3), max_size=3)),
               "stream_options": st.one_of(scalar, st.fixed_dictionaries({"include_usage": scalar})),
               "prompt_logprobs": scalar, "seed": scalar, "user": scalar, "ignore_eos": scalar}
+    prompt = st.one_of(prompt_text, st.lists(prompt_text, max_size=3))
     body = st.fixed_dictionaries({"model": st.one_of(st.just(MODEL), st.just(MODEL), scalar)},
-                                 optional={**fields, "prompt": st.one_of(prompt_text, st.lists(prompt_text, max_size=3)),
-                                           "messages": st.lists(message, min_size=0, max_size=3)})
+                                 optional={**fields, "prompt": prompt, "messages": st.lists(message, max_size=3)})
     header_name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
     header_value = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40).map(str.strip)
     headers = st.dictionaries(header_name, header_value, max_size=5)
