@@ -21,6 +21,7 @@ from gptnl.data_pipeline.ledger import refuse
 POLICY_PHRASES = (
     "cookie", "privacyverklaring", "privacybeleid", "privacystatement", "algemene voorwaarden",
     "alle rechten voorbehouden", "disclaimer", "javascript", "terug naar boven", "lorem ipsum",
+    "privacy policy", "terms of use",  # C4's English phrases (its cookie ones contain "cookie")
 )
 _POLICY = re.compile("|".join(re.escape(p) for p in POLICY_PHRASES), re.IGNORECASE)
 _SENTENCE_END = (".", "!", "?", ":", ";", "…", '"', "”", "’", ")")

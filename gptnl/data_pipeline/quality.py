@@ -36,7 +36,10 @@ class RegexWordTokenizer(WordTokenizer):
 
 def quality_filters(cfg: QualityStep, exclusion_writer_for) -> list:
     """Gopher quality, Gopher repetition, then C4's rules as FineWeb runs them (no terminal-punctuation
-    rule) and with blank lines kept; `exclusion_writer_for(step)` gives each its ledger writer."""
+    rule) and with blank lines kept; `exclusion_writer_for(step)` gives each its ledger writer.
+    C4's removal of any line that mentions "javascript" or an English policy phrase is left to the
+    boilerplate step, which removes such lines only when they are short or a cookie wall: C4's rule
+    would delete a whole article that is one line."""
     tok = RegexWordTokenizer()
     return [
         GopherQualityFilter(
@@ -50,6 +53,7 @@ def quality_filters(cfg: QualityStep, exclusion_writer_for) -> list:
         GopherRepetitionFilter(dup_line_frac=cfg.max_duplicate_line_fraction, top_n_grams=tuple(cfg.top_n_grams),
                                dup_n_grams=tuple(cfg.dup_n_grams), language=tok,
                                exclusion_writer=exclusion_writer_for("repetition")),
-        C4QualityFilter(filter_no_terminal_punct=False, min_words_per_line=-1,
+        C4QualityFilter(filter_no_terminal_punct=False, min_words_per_line=-1, filter_javascript=False,
+                        filter_policy=False,
                         min_num_sentences=cfg.min_sentences, language=tok, exclusion_writer=exclusion_writer_for("c4")),
     ]

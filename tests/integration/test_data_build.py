@@ -448,3 +448,88 @@ def test_a_url_or_date_of_the_wrong_type_is_a_malformed_row_not_a_crash(tmp_path
     reasons = {r["location"]: r["reason"] for r in read_ledger(tmp_path / "out") if r["outcome"] == "refused"}
     assert reasons == {"in/a.jsonl:2": "malformed (in/a.jsonl:2: 'url' must be a string, got int)",
                        "in/a.jsonl:3": "malformed (in/a.jsonl:3: 'created' must be a string, got list)"}
+
+
+PROSE = (ROOT / "tests" / "fixtures" / "prose" / "ijssel.txt").read_text(encoding="utf-8").strip()
+
+
+def test_one_line_prose_that_mentions_cookies_and_terug_naar_boven_is_kept_whole(tmp_path):
+    """3,829 words of encyclopedic Dutch on one line, with "cookies", "privacybeleid" and a bird that
+    flies "terug naar boven" in ordinary sentences (and here JavaScript and a privacy policy, which
+    C4's line rule would have cut): the whole recipe keeps it, its text intact."""
+    text = PROSE + (" Het digitale archief van de IJsselsteden is gebouwd met JavaScript, en wie het Engelstalige"
+                    " portaal bezoekt, leest daar de privacy policy van de provincie.")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "ijssel", "text": text}) + "\n")
+    recipe = recipe_for(tmp_path, [{"name": "s", "path": "in/*.jsonl"}])
+    stats = build(recipe, load_recipe(recipe), tmp_path / "out")
+    assert stats["kept"] == 1, read_ledger(tmp_path / "out")
+    assert kept_docs(tmp_path / "out")[0]["text"] == text
+
+
+def test_bad_records_and_damaged_files_are_rows_and_the_build_goes_on(tmp_path):
+    """A line nested 100k deep, an integer of 5,000 digits, a truncated `.jsonl.gz`, a WARC cut
+    short and one with garbage after its last record: each a malformed row naming the file and
+    where, and the good records of every file kept."""
+    from io import BytesIO
+
+    from warcio.warcwriter import WARCWriter
+
+    texts = [json.loads(line)["text"] for line in (SAMPLE / "nieuws-en-encyclopedie.jsonl").read_text().splitlines()]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_bytes(b"\n".join([
+        json.dumps({"id": "t0", "text": texts[0]}).encode(), b"[" * 100_000 + b"]" * 100_000,
+        b'{"id": "n", "text": "t", "n": ' + b"7" * 5000 + b"}", json.dumps({"id": "t1", "text": texts[1]}).encode()]))
+    whole = gzip.compress("".join(json.dumps({"id": f"g{i}", "text": texts[2 + i]}) + "\n" for i in range(3)).encode())
+    (tmp_path / "in" / "b.jsonl.gz").write_bytes(whole[:-30])
+    (tmp_path / "crawl").mkdir()
+    for name, cut, tail in (("cut.warc", -200, b""), ("junk.warc", None, b"garbage after the last record\r\n")):
+        buf = BytesIO()
+        writer = WARCWriter(buf, gzip=False)
+        for i in (5, 6):
+            writer.write_record(writer.create_warc_record(f"https://x.example/{name}/{i}", "conversion",
+                                                          payload=BytesIO(texts[i].encode()),
+                                                          warc_content_type="text/plain"))
+        (tmp_path / "crawl" / name).write_bytes(buf.getvalue()[:cut] + tail)
+    recipe = recipe_for(tmp_path, [{"name": "j", "path": "in/*"}, {"name": "w", "path": "crawl/*.warc", "format": "warc"}])
+    stats = build(recipe, load_recipe(recipe), tmp_path / "out")
+    rows = {r["location"]: r for r in read_ledger(tmp_path / "out")}
+    assert stats["inputs"] == len(rows) == stats["kept"] + stats["refused"]
+    malformed = {loc: r["reason"] for loc, r in rows.items() if r["step"] == "malformed"}
+    assert malformed["in/a.jsonl:2"] == "malformed (in/a.jsonl:2: not valid JSON: nested too deeply)"
+    assert malformed["in/a.jsonl:3"].startswith("malformed (in/a.jsonl:3: not valid JSON: Exceeds the limit (4300")
+    b_rows = sorted(loc for loc in rows if loc.startswith("in/b.jsonl.gz"))
+    assert malformed[b_rows[-1]].startswith(f"malformed ({b_rows[-1]}: damaged gzip file after ")
+    assert "Compressed file ended before the end-of-stream marker was reached" in malformed[b_rows[-1]]
+    assert malformed["crawl/cut.warc:2"].startswith("malformed (crawl/cut.warc:2: damaged archive at byte ")
+    assert "record cut short" in malformed["crawl/cut.warc:2"]
+    assert malformed["crawl/junk.warc:3"].startswith("malformed (crawl/junk.warc:3: damaged archive at byte ")
+    assert len(malformed) == 5
+    kept = {d["id"] for d in kept_docs(tmp_path / "out")}
+    assert {"t0", "t1", "g0"} <= kept and len(kept) == stats["kept"]
+
+
+def test_a_symlink_loop_counts_each_file_once_and_skipped_paths_are_named(tmp_path, capsys):
+    import os
+
+    text = json.loads((SAMPLE / "nieuws-en-encyclopedie.jsonl").read_text().splitlines()[0])["text"]
+    data = tmp_path / "data" / "2026"
+    data.mkdir(parents=True)
+    (data / "a.jsonl").write_text(json.dumps({"id": "a", "text": text}) + "\n")
+    (data / "back").symlink_to(tmp_path / "data")                   # a loop
+    (data / "folder.jsonl").mkdir()                                  # a folder named like a file
+    (data / "gone.jsonl").symlink_to(tmp_path / "missing.jsonl")     # a broken link
+    os.mkfifo(data / "pipe.jsonl")                                   # opening it would block the build
+    recipe = recipe_for(tmp_path, [{"name": "s", "path": "data/**/*.jsonl"}])
+    stats = build(recipe, load_recipe(recipe), tmp_path / "out")
+    assert stats["inputs"] == 1 and [r["location"] for r in read_ledger(tmp_path / "out")] == ["data/2026/a.jsonl:1"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [f["path"] for f in manifest["consumed"]["files"]] == [str(data / "a.jsonl")]
+    skipped = {s["path"]: s["reason"] for s in manifest["consumed"]["skipped"]}
+    assert skipped == {str(data / "folder.jsonl"): "a folder, not a file",
+                       str(data / "gone.jsonl"): "broken symbolic link",
+                       str(data / "pipe.jsonl"): "a FIFO, not a regular file"}
+    console = " ".join(capsys.readouterr().err.split())
+    assert "3 path(s) matched by a source are not read" in console
+    for path, reason in skipped.items():
+        assert f"skipped {path} (s): {reason}" in console

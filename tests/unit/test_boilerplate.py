@@ -37,7 +37,7 @@ def test_a_paragraph_that_mentions_cookies_once_is_not_removed():
 
 @pytest.mark.parametrize("line", [
     "Terug naar boven", "Cookie-instellingen", "Privacyverklaring", "© 2025 Webwinkel B.V. Alle rechten voorbehouden.",
-    "Algemene voorwaarden | Privacyverklaring | Cookieverklaring | Disclaimer",
+    "Algemene voorwaarden | Privacyverklaring | Cookieverklaring | Disclaimer", "Privacy policy | Terms of use",
     # a cookie wall: a paragraph that is about little else
     "Wij gebruiken cookies en vergelijkbare technieken om onze website goed te laten werken. Door op 'Alle "
     "cookies accepteren' te klikken, gaat u akkoord met het plaatsen van alle cookies. Lees meer in onze "
