@@ -19,6 +19,7 @@ ROWS = [
     "gateway overhead (auth, limits, guard, audit on)",
     "fine-tuning throughput (`gptnl finetune`)",
     "evaluation sweep on Ray",
+    "evaluation throughput (`gptnl eval run`, Belebele-shaped multiple choice)",
     "training MFU, 125m (bf16, ZeRO-2, one GPU)",
     "training MFU, 1b (bf16, ZeRO-2, one GPU)",
     "vLLM throughput of the exported model (GPU)",
