@@ -80,7 +80,8 @@ def instructions(spec: TaskSpec, to: Path) -> str:
     """Which files to place where, for a machine without the Hub."""
     pub, folder = spec.public, Path(to) / spec.name
     source = f"https://huggingface.co/datasets/{pub.repo} (revision {pub.revision})" if pub.repo else pub.url
-    lines = [f"{spec.name} ({spec.licence}{'' if pub.may_train else ', evaluate only'}): from {source}"]
+    gated = "; gated: accept its terms on the Hub, then fetch with a token" if pub.gated else ""
+    lines = [f"{spec.name} ({spec.licence}{'' if pub.may_train else ', evaluate only'}): from {source}{gated}"]
     for split, alternatives in pub.files.items():
         lines.append(f"  {split}{' (evaluated)' if split == pub.split else ''}: one of")
         for alt in alternatives:

@@ -55,6 +55,7 @@ def test_a_suite_stands_for_its_public_tasks(monkeypatch, tmp_path):
     for name in names:
         assert f"\n{name} (" in "\n" + said
     assert "evaluate only" in said.split("\narc-nl (")[1].splitlines()[0]  # the Okapi sets are non-commercial
+    assert "gated: accept its terms on the Hub" in said.split("\ninclude-nl (")[1].splitlines()[0]
     mbbq = said.split("\nmbbq-nl (")[1]
     assert "https://github.com/Veranep/MBBQ" in mbbq and "all of:" in mbbq and "Sexual_orientation_nl.jsonl" in mbbq
 
