@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 from datatrove.data import Document
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gptnl import pii
 from gptnl.config import NerBackend, load_recipe
@@ -51,6 +53,28 @@ def test_finds_names_that_dutch_text_marks(text, expected):
 ])
 def test_leaves_words_that_only_look_like_names(text):
     assert names(text) == []
+
+
+TOKENS = ["Geachte", "heer", "mevr.", "dhr.", "en", "J.", "A.C.", "J.-P.", "Van", "de", "der", "Jansen", "De",
+          "Vries", "Team", "Met", "vriendelijke", "groet,", "namens", "Hoekstra-de", "\n", " ", ",", "-", "."]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=60).map(" ".join))
+def test_findings_are_names_in_text_order_without_overlap(text):
+    found = pii.find_names(text)
+    assert all(text[f.start:f.end] == f.text and f.text.strip() == f.text and f.text for f in found)
+    assert all(a.end <= b.start for a, b in zip(found, found[1:]))
+    out, n = pii.redact_names(text)
+    assert n == len(found) and out.count("<NAME>") >= n
+
+
+@pytest.mark.timeout(60)
+def test_long_runs_of_initials_titles_and_tussenvoegsels_take_no_time_to_refuse():
+    """Regexes with nested repeats backtrack exponentially on a near miss ("A.A.A.…" with no surname)."""
+    for text in ("dhr. " + "A." * 400 + " x", "Geachte heer " + "van " * 400 + "x", "heer en " * 2000 + "x",
+                 "Met vriendelijke groet," + "\n \t" * 2000 + "x"):
+        assert pii.find_names(text) == []
 
 
 def test_names_are_replaced_after_the_other_kinds_which_stay_as_they_were():
