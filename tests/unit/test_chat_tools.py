@@ -286,3 +286,35 @@ def test_a_template_without_tools_is_refused_not_trained_through(hf_tokenizer):
         ChatRenderer(OtherTemplate(silent)).spans(conv.messages, conv.tools)
     with pytest.raises(GptnlError, match="chat template refused the conversation: unknown role tool"):
         ChatRenderer(OtherTemplate(TEMPLATE_BEFORE_TOOLS)).spans(conv.messages, conv.tools)
+
+
+def test_shipped_tool_conversations_pass_every_gate_and_teach_the_format(hf_tokenizer):
+    import re
+
+    from gptnl.config import SftData
+    from gptnl.finetune.conversations import prepare
+    from gptnl.finetune.render import ChatRenderer
+
+    r = ChatRenderer(hf_tokenizer)
+    cfg = SftData(licences=ROOT / "data_pipeline" / "licences.yaml", val_fraction=0.1, decontamination={"tasks": None})
+    prepared = prepare(INSTRUCTIONS / "hulpmiddelen.jsonl", cfg, lambda c: r.length(c.messages, c.tools), 4096)
+    counts = prepared.counts()
+    assert 40 <= counts["read"] <= 60 and counts["refused"] == 0 and counts["pii"] == {}, counts
+    convs = prepared.train + prepared.val
+    calls = results = 0
+    for conv in convs:
+        full, spans = r.spans(conv.messages, conv.tools)
+        said = "".join(full[s:e] for s, e in spans)
+        parsed_calls = [json.loads(a or b) for a, b in
+                        re.findall(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", said, re.DOTALL)]
+        expected = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                    for m in conv.messages for c in m.get("tool_calls", [])]
+        assert parsed_calls == expected  # what vLLM's hermes parser would read back
+        for m in conv.messages:
+            if m["role"] == "tool":
+                assert m["content"] in full and m["content"] not in said  # in the prompt, never in the loss
+                results += 1
+        calls += len(expected)
+    assert calls >= 40 and results == calls
+    assert sum(not any("tool_calls" in m for m in c.messages) for c in convs) >= 3  # tools offered, none needed
+    assert sum(any(len(m.get("tool_calls", [])) > 1 for m in c.messages) for c in convs) >= 3  # parallel calls
