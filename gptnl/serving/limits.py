@@ -160,18 +160,3 @@ class Limiter:
         task = asyncio.get_running_loop().create_task(self.store.settle(name, grant, used))
         self._late.add(task)
         task.add_done_callback(self._late.discard)
-
-    # The synchronous API of the first gateway (in-memory store only); `hold` replaces it.
-    def acquire(self, key: str, rpm: int, tpm: int, max_concurrent: int, tokens: int) -> Grant:
-        """Admit a request or raise Refused; returns the reservation to hand to `release`."""
-        limits, now = Limits(rpm, tpm, max_concurrent), self.clock()
-        result = self.store.admit_now(key, limits, tokens, now)
-        if isinstance(result, Denial):
-            raise refusal(key, limits, tokens, result, now)
-        return result
-
-    def release(self, key: str, reservation: Grant, used_tokens: int | None) -> None:
-        """The request ended: free its slot and settle its tokens (the reservation stands if unknown)."""
-        if used_tokens is not None:
-            self.store.settle_now(key, reservation, used_tokens)
-        self.store.release_now(key, reservation)

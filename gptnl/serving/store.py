@@ -111,7 +111,7 @@ class MemoryStore:
         return s
 
     def admit_now(self, name: str, limits: Limits, tokens: int, now: float) -> Grant | Denial:
-        """`admit` without the event loop (the legacy `Limiter.acquire` calls it)."""
+        """`admit` without the event loop: nothing in it awaits."""
         if name in self._revoked:
             return Denial("revoked", 0, 0)
         s = self._state(name, now)
@@ -215,8 +215,9 @@ class StoreUnavailable(Exception):
 
 
 # KEYS: revoked, window (zset lease -> time), tokens (hash lease -> tokens), in flight (zset lease -> expiry),
-# day, month, used (the window's tokens as a running sum, so admission walks the window only to refuse).  ARGV: now, cutoff, window_s, rpm, tpm, max_concurrent, tokens, budget_day, budget_month
-# (-1: none), lease, lease expiry, day end, month end (epoch seconds).  Same rule as `check`.
+# day, month, used (the window's tokens as a running sum, so admission walks the window only to refuse).
+# ARGV: now, cutoff, window_s, rpm, tpm, max_concurrent, tokens, budget_day, budget_month (-1: none), lease,
+# lease expiry, day end, month end (epoch seconds).  Same rule as `check`.
 _ADMIT = """
 local now, cutoff, win = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local rpm, tpm, maxc, tokens = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
