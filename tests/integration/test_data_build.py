@@ -491,7 +491,8 @@ def test_bad_records_and_damaged_files_are_rows_and_the_build_goes_on(tmp_path):
                                                           payload=BytesIO(texts[i].encode()),
                                                           warc_content_type="text/plain"))
         (tmp_path / "crawl" / name).write_bytes(buf.getvalue()[:cut] + tail)
-    recipe = recipe_for(tmp_path, [{"name": "j", "path": "in/*"}, {"name": "w", "path": "crawl/*.warc", "format": "warc"}])
+    recipe = recipe_for(tmp_path, [{"name": "j", "path": "in/*"},
+                                   {"name": "w", "path": "crawl/*.warc", "format": "warc"}])
     stats = build(recipe, load_recipe(recipe), tmp_path / "out")
     rows = {r["location"]: r for r in read_ledger(tmp_path / "out")}
     assert stats["inputs"] == len(rows) == stats["kept"] + stats["refused"]
