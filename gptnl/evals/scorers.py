@@ -108,6 +108,6 @@ def _simplification(spec: TaskSpec, item: dict, text: str) -> dict:
     from gptnl.evals.sari import sari
 
     refs = targets(spec, item)
-    answer = text.strip()
+    answer = text.strip().split("\n\n")[0].strip()  # the rewritten sentence, not what a chatty model adds after it
     row = _readability(spec, {"reference": refs}, answer)
     return {**row, "sari": sari(item["source"], answer, refs)}

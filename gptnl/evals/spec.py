@@ -125,7 +125,7 @@ class TaskSpec(Strict):
     scorer: str = Field(default="none", description="a registered scorer")
     pattern: str | None = Field(default=None, description="for scorer: regex")
     b1: B1 = Field(default_factory=B1)
-    min_chrf: float = Field(default=35.0, ge=0, le=100,
+    min_chrf: float = Field(default=30.0, ge=0, le=100,
                             description="b1_share_faithful: chrF against the reference an answer needs to count")
     concurrency: int | None = Field(default=None, gt=0, description="requests at once (1 for timing tasks)")
     cache: bool = Field(default=True, description="false: always ask the model (timings must be fresh)")

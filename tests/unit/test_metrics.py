@@ -141,3 +141,22 @@ def test_few_shot_from_the_train_split_is_the_same_for_every_item_and_fixed_by_t
     assert fewshot.prefix(load_task(task), t.items[0], 3) == first[0]
     (task / "task.yaml").write_text(spec + "few_shot: {n: 3, split: train, seed: 5}\n")
     assert fewshot.prefix(load_task(task), t.items[0], 3) != first[0]
+
+
+def test_short_nonsense_reads_as_b1_but_does_not_win_the_plain_language_headline():
+    """The headline of both plain-language tasks counts B1 only where the meaning of the reference
+    is kept; SARI alone rewards deleting, so it cannot be the headline."""
+    for name in ("vereenvoudiging", "begrijpelijke-taal"):
+        task = load_task(name)
+        assert task.spec.primary == "b1_share_faithful"
+        scored = [i for i in task.items if i.get("reference") or name == "vereenvoudiging"][:20]
+        score = SCORERS[task.spec.scorer]
+        nonsense = [{"id": i["id"], **score(task.spec, i, "Het is zo. De kat is hier. Dat kan.")} for i in scored]
+        good = [{"id": i["id"], **score(task.spec, i, i["answer"][0] if name == "vereenvoudiging" else i["reference"])}
+                for i in scored]
+        assert value("b1_share", nonsense) == 1.0 and value("b1_share_faithful", nonsense) == 0.0
+        assert value("b1_share_faithful", good) > 0.6
+    vv = load_task("vereenvoudiging")
+    copied = [SCORERS["simplification"](vv.spec, i, i["source"]) for i in vv.items]
+    short = [SCORERS["simplification"](vv.spec, i, "Dat kan. Bel ons.") for i in vv.items]
+    assert value("sari", short) > value("sari", copied)  # why SARI is shown beside the headline, not as it
