@@ -39,7 +39,8 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, *ROLE_TOKENS)
 #   </tool_response> (the name is the called function's, found through `tool_call_id`), joined by a
 #   newline.
 # A conversation without tools, tool calls or tool messages renders exactly as before tools existed.
-TOOLS_INTRO = "# Functies\n\nJe kunt functies aanroepen. Hun beschrijvingen staan als JSON tussen <tools></tools>:\n<tools>"
+TOOLS_INTRO = ("# Functies\n\nJe kunt functies aanroepen. Hun beschrijvingen staan als JSON tussen "
+               "<tools></tools>:\n<tools>")
 TOOLS_OUTRO = ("\n</tools>\n\nRoep een functie aan met een JSON-object met de naam en de argumenten tussen "
                "<tool_call></tool_call>:\n<tool_call>\n{\"name\": <functienaam>, \"arguments\": <argumenten als "
                "JSON-object>}\n</tool_call>\nWat een functie teruggeeft, staat tussen <tool_response></tool_response>.")
@@ -51,7 +52,9 @@ CHAT_TEMPLATE = (
     "{% set first = 1 %}{{ '<|system|>\n' ~ messages[0]['content'] ~ '\n\n' }}"
     "{% else %}{{ '<|system|>\n' }}{% endif %}"
     "{{ '" + TOOLS_INTRO + "' }}"
-    "{% for tool in tools %}{{ '\n' ~ ((tool['function'] if tool['function'] is defined else tool) | tojson) }}{% endfor %}"
+    "{% for tool in tools %}"
+    "{{ '\n' ~ ((tool['function'] if tool['function'] is defined else tool) | tojson) }}"
+    "{% endfor %}"
     "{{ '" + TOOLS_OUTRO + "<|end|>\n' }}"
     "{% endif %}"
     "{% for message in messages %}"
@@ -65,8 +68,11 @@ CHAT_TEMPLATE = (
     "{% for call in message['tool_calls'] %}"
     "{% set f = call['function'] if call['function'] is defined else call %}"
     "{{ ('\n' if not loop.first else '') ~ '<tool_call>\n' }}"
-    "{% if f['arguments'] is string %}{{ '{\"name\": ' ~ (f['name'] | tojson) ~ ', \"arguments\": ' ~ f['arguments'] ~ '}' }}"
-    "{% else %}{{ {'name': f['name'], 'arguments': f['arguments'] if f['arguments'] is defined else {}} | tojson }}{% endif %}"
+    "{% if f['arguments'] is string %}"
+    "{{ '{\"name\": ' ~ (f['name'] | tojson) ~ ', \"arguments\": ' ~ f['arguments'] ~ '}' }}"
+    "{% else %}"
+    "{{ {'name': f['name'], 'arguments': f['arguments'] if f['arguments'] is defined else {}} | tojson }}"
+    "{% endif %}"
     "{{ '\n</tool_call>' }}"
     "{% endfor %}"
     "{{ '<|end|>' }}{% endgeneration %}{{ '\n' }}"

@@ -27,7 +27,8 @@ OPEN = {"type": "object", "properties": {"gemeente": {"type": "string", "enum": 
         "required": ["gemeente"], "additionalProperties": False}
 TOOLS = [{"type": "function", "function": {"name": "afvalkalender", "description": "Wanneer welk afval wordt opgehaald",
                                            "parameters": AFVAL}},
-         {"type": "function", "function": {"name": "openingstijden", "description": "Openingstijden van het gemeentehuis",
+         {"type": "function", "function": {"name": "openingstijden",
+                                           "description": "Openingstijden van het gemeentehuis",
                                            "parameters": OPEN}}]
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 ASK = [{"role": "system", "content": "Je bent de digitale assistent van de gemeente."},

@@ -251,7 +251,8 @@ def test_pii_in_tool_arguments_and_results_is_scrubbed():
         "type": "object", "properties": {"bsn": {"type": "string"}}}}}]
     obj = {**TOOL_CONV, "tools": tools, "messages": [
         MSGS[1], {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c", "type": "function", "function": {"name": "vergunning", "arguments": "{\"bsn\": \"111222333\"}"}}]},
+            {"id": "c", "type": "function",
+             "function": {"name": "vergunning", "arguments": "{\"bsn\": \"111222333\"}"}}]},
         {"role": "tool", "tool_call_id": "c", "content": "Rekening NL91ABNA0417164300"},
         {"role": "assistant", "content": "Klaar."}]}
     import tempfile
@@ -270,9 +271,8 @@ def test_a_template_without_tools_is_refused_not_trained_through(hf_tokenizer):
     from gptnl.errors import GptnlError
     from gptnl.finetune.render import ChatRenderer
 
-    silent = TEMPLATE_BEFORE_TOOLS.replace(TEMPLATE_BEFORE_TOOLS[TEMPLATE_BEFORE_TOOLS.index("{% if message['role'] not"):
-                                                                 TEMPLATE_BEFORE_TOOLS.index("{% if message['role'] == 'a")],
-                                           "")
+    t = TEMPLATE_BEFORE_TOOLS
+    silent = t.replace(t[t.index("{% if message['role'] not"):t.index("{% if message['role'] == 'a")], "")  # no raise
 
     class OtherTemplate:  # the real tokenizer with another template
         def __init__(self, template):
