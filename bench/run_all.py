@@ -10,6 +10,11 @@ figures that come from an earlier run's saved JSON say so, and rows nothing meas
     python bench/run_all.py --only sweep_scaling            # run one; other rows from the saved JSON
     python bench/run_all.py --reuse                         # run nothing; table from bench/results/
     python bench/run_all.py --model runs/demo/sft/model --results bench/results --out bench/RESULTS.md
+    python bench/run_all.py --quick                         # smallest sizes: checks the wiring, not the speed
+
+Every run appends the rows it measured (date, commit, machine) to `<results>/history.jsonl`, and the
+table is followed by the latest, best and worst ratio of each row over the last runs, so that a
+regression shows. The peers need the `bench` extra: `pip install -e '.[bench]'`.
 """
 
 from __future__ import annotations
@@ -92,8 +97,12 @@ def sft(d: dict) -> list[Figures]:
 
 
 def sweep(d: dict) -> list[Figures]:
-    return [(f"{d['ray_s']:.2f} s ({d['cells']} cells on {d['workers']} Ray workers)", f"{d['sequential_s']:.2f} s",
-             times(d["speedup"]), d["speedup"] >= 1.8)]
+    """One row for 2, 4 and 8 workers: each speed-up against its own goal (0.9·N); the ratio shown is
+    the one at the most workers."""
+    runs = d["runs"]
+    each = ", ".join(f"{r['workers']} workers {r['ray_s']:.2f} s = {times(r['speedup'])}" for r in runs)
+    return [(f"{each} ({d['cells']} cells, {d['service_ms']:g} ms a request)", f"{d['sequential_s']:.2f} s",
+             times(runs[-1]["speedup"]), all(r["speedup"] >= 0.9 * r["workers"] for r in runs))]
 
 
 def eval_throughput(d: dict) -> list[Figures]:
@@ -110,7 +119,7 @@ def benchmarks(model: Path, cuda: bool) -> list[Bench]:
         try:
             import spacy  # noqa: F401
         except ImportError:
-            return "not run: needs `pip install spacy`"
+            return "not run: needs spaCy (`pip install -e '.[bench]'`)"
         return None
 
     gpu = None if cuda else NO_GPU
@@ -130,7 +139,8 @@ def benchmarks(model: Path, cuda: bool) -> list[Bench]:
         Bench("sft_throughput", (("fine-tuning throughput (`gptnl finetune`)", "≥ 1.0, same loss masks"),),
               "TRL `SFTTrainer` (same data, batch, optimizer, steps)",
               ("bench/sft_throughput.py", "--backend", "deepspeed"), sft),
-        Bench("sweep_scaling", (("evaluation sweep on Ray", "≥ 1.8×"),), "the same sweep, cell after cell",
+        Bench("sweep_scaling", (("evaluation sweep on Ray", "≥ 0.9·N× on N = 2, 4, 8 workers"),),
+              "the same sweep, cell after cell",
               ("bench/sweep_scaling.py",), sweep),
         Bench("eval_throughput", (("evaluation throughput (`gptnl eval run`, Belebele-shaped multiple choice)",
                                    "≥ 2×, same choices and accuracy"),),
@@ -220,15 +230,80 @@ def outcome(b: Bench, cmd: list[str], path: Path, run_it: bool, machine: str) ->
     return data, None, recorded_machine(data), when
 
 
+# --quick: the smallest sizes each benchmark takes, so that a test can run the whole table in minutes
+QUICK: dict[str, tuple[str, ...]] = {
+    "pipeline_throughput": ("--docs", "600"),
+    "train_throughput": ("--seq-len", "64", "--batch", "2", "--steps", "2", "--blocks", "2"),
+    "gateway_overhead": ("--clients", "2", "--seconds", "2", "--rounds", "1"),
+    "sft_throughput": ("--steps", "4", "--global-batch", "4", "--micro-batch", "2", "--seq-len", "256"),  # 2 timed
+    "sweep_scaling": ("--limit", "2"),
+    "train_mfu_125m": ("--steps", "2", "--blocks", "2"),
+    "train_mfu_1b": ("--steps", "2", "--blocks", "2"),
+}
+HISTORY_RUNS = 10  # the best and worst of the last this many runs of a row
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def append_history(path: Path, rows: list[dict]) -> None:
+    """One JSON line per row measured in this run; earlier lines are kept as they are."""
+    if rows:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut off by a crash costs that line, not the history
+        if isinstance(row, dict) and isinstance(row.get("ratio"), int | float) and "benchmark" in row:
+            rows.append(row)
+    return rows
+
+
+def history_table(rows: list[dict], labels: list[str], runs: int = HISTORY_RUNS) -> list[str]:
+    """Per row: how many runs, the latest ratio, the best and the worst of the last `runs` runs."""
+    def cell(r: dict) -> str:
+        return f"{r['ratio']:.2f}× ({r['date'][:10]}, {r['commit']})"  # as the table printed it
+
+    lines = []
+    for label in labels:
+        last = [r for r in rows if r["benchmark"] == label][-runs:]
+        if last:
+            lines.append(f"| {label} | {len(last)} | {cell(last[-1])} | {cell(max(last, key=lambda r: r['ratio']))} "
+                         f"| {cell(min(last, key=lambda r: r['ratio']))} |")
+    if not lines:
+        return []
+    return [f"Last runs (at most {runs}; from `history.jsonl` beside the results):", "",
+            "| benchmark | runs | latest | best | worst |", "|---|---|---|---|---|", *lines, ""]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", help="comma-separated benchmark names to run; the other rows come from saved files")
     ap.add_argument("--reuse", action="store_true", help="run nothing; build the table from the saved files")
     ap.add_argument("--model", type=Path, default=ROOT / "runs/demo/sft/model",
                     help="HF model folder gateway_overhead serves")
-    ap.add_argument("--results", type=Path, default=ROOT / "bench/results", help="folder of the JSON results")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench/RESULTS.md")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="folder of the JSON results and history.jsonl (default bench/results; runs/bench-quick "
+                         "with --quick)")
+    ap.add_argument("--out", type=Path, default=None, help="default bench/RESULTS.md (runs/bench-quick/ with --quick)")
+    ap.add_argument("--quick", action="store_true", help="smallest sizes: checks that every row runs, not its speed")
     args = ap.parse_args()
+    quick_dir = ROOT / "runs" / "bench-quick"  # quick figures never overwrite the record
+    args.results = args.results or (quick_dir if args.quick else ROOT / "bench/results")
+    args.out = args.out or (quick_dir / "RESULTS.md" if args.quick else ROOT / "bench/RESULTS.md")
 
     machine = this_machine()
     benches = benchmarks(args.model, torch.cuda.is_available())
@@ -241,10 +316,13 @@ def main() -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     invocation = shlex.join([rel(sys.executable), *sys.argv])
 
-    table, commands, failed = [], [], False
+    table, commands, failed, measured = [], [], False, []
+    run_stamp = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
+                 "machine": machine, "quick": args.quick}
     for b in benches:
         path = args.results / f"{b.name}.json"
-        cmd = [sys.executable, *b.argv, "--out", rel(path)] if b.argv else []
+        sizes = QUICK.get(b.name, ()) if args.quick else ()
+        cmd = [sys.executable, *b.argv, *sizes, "--out", rel(path)] if b.argv else []
         shown = f"`{shlex.join(['python', *cmd[1:]])}`" if cmd else "none: nothing under bench/ runs vLLM on a GPU"
         commands.append(f"- `{b.name}`: {shown}")
         data, reason, where, when = outcome(b, cmd, path, b.name in selected, machine)
@@ -259,10 +337,15 @@ def main() -> int:
             if figures:
                 ours, peer_fig, ratio, met = figures[i]
                 cells = [label, b.peer, ours, peer_fig, ratio, goal, "yes" if met else "no", where, when]
+                if when.startswith("this run"):
+                    measured.append({**run_stamp, "benchmark": label, "ours": ours, "peer": peer_fig,
+                                     "ratio": float(ratio.rstrip("×")), "met": met})
             else:
                 cells = [label, b.peer, reason or "no result yet", "—", "—", goal, "—", where, when]
             table.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
 
+    history = args.results / "history.jsonl"
+    append_history(history, measured)
     header = ["benchmark", "peer", "ours", "peer's figure", "ratio", "goal", "met?", "machine", "when"]
     text = "\n".join([
         "# Benchmark results", "",
@@ -271,7 +354,11 @@ def main() -> int:
         "Every figure is gptnl against a peer measured in the same run on the same machine; the ratio is the",
         "figure to compare. Rows whose \"when\" says \"saved file\" come from an earlier run's JSON in",
         f"`{rel(args.results)}/`, measured on the machine their row names.", "",
+        *(["**Quick run** (`--quick`, the smallest sizes): these figures check that every row runs, not its "
+           "speed.", ""] if args.quick else []),
+        "The peers need the `bench` extra: `pip install -e '.[bench]'`.", "",
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *table, "",
+        *history_table(read_history(history), [label for b in benches for label, _ in b.rows]),
         "Commands (from the repository root, with the same Python; each writes its JSON):", "", *commands, "",
     ])
     atomic_write_text(args.out, text)
