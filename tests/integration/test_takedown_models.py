@@ -19,7 +19,7 @@ from conftest import ROOT, SAMPLE, run_trainer, write_train_config
 from gptnl.config import load_recipe
 from gptnl.data_pipeline.build import build
 from gptnl.data_pipeline.descendants import descendants
-from gptnl.fileio import write_manifest
+from gptnl.fileio import sha256_file, write_manifest
 from gptnl.pack import pack
 from gptnl.train.export import export_run
 
@@ -97,6 +97,10 @@ def test_takedown_names_the_models_and_marks_their_cards(lineage, tmp_path):
         assert report["time"] in card and report_path in card
     assert (lineage["export"] / "README.md").read_text().startswith("---")  # the card itself is kept
     assert (lineage["unrelated"] / "README.md").read_text() == unrelated_card
+    croissant = json.loads((lineage["corpus"] / "croissant.json").read_text())  # rewritten with the documents
+    assert {f["contentUrl"]: f["sha256"] for f in croissant["distribution"] if f["@type"] == "cr:FileObject"} == {
+        str(p.relative_to(lineage["corpus"])): sha256_file(p)
+        for p in [*sorted((lineage["corpus"] / "documents").glob("*.jsonl.gz")), lineage["corpus"] / "ledger.jsonl.gz"]}
 
     ids.write_text("gptnl-sample-faq-0002\n")
     proc = takedown_cli(lineage["corpus"], ids, "--runs", str(lineage["runs"]))
