@@ -113,12 +113,14 @@ def sweep(
 def report(
     results: Path = typer.Argument(..., help="Results dir with results.jsonl."),
     out: Path = typer.Option(None, "--out", help="Report dir (default: RESULTS/report)."),
+    references: Path = typer.Option(None, "--references",
+                                    help="CSV of published scores (model,task,metric,value,source) to show."),
 ) -> None:
-    """A leaderboard, a chart per public value with intervals, model profiles and a comparison:
-    report.html (+ PNGs) and report.md."""
+    """A leaderboard per suite, published scores beside ours, a chart per public value with
+    intervals, the failed cells, model profiles and a comparison: report.html (+ PNGs) and report.md."""
     from gptnl.evals.report import write_report
 
-    path = write_report(results, out or results / "report")
+    path = write_report(results, out or results / "report", references)
     print(path)
 
 

@@ -1,6 +1,6 @@
-"""The report people read: a leaderboard, one chart per public value with 95 % interval whiskers,
-a profile per model and a comparison of the models, as static HTML with PNG charts (matplotlib)
-and a Markdown summary."""
+"""The report people read: a leaderboard per suite, published reference scores beside ours, one
+chart per public value with 95 % interval whiskers, the cells that failed, a profile per model and a
+comparison of the models, as static HTML with PNG charts (matplotlib) and a Markdown summary."""
 
 from __future__ import annotations
 
@@ -40,34 +40,6 @@ def label(r: dict, several_settings: bool) -> str:
     return f"{r['model']['name']} ({r['settings']['name']})" if several_settings else r["model"]["name"]
 
 
-def _chart(value: str, recs: list[dict], labels: list[str], several: bool, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = sorted({(r["task"]["name"], m) for r in recs for m in r["metrics"]})
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.8, 3.4), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (task, metric) in zip(axes[0], panels, strict=True):
-        for i, lab in enumerate(labels):
-            found = [r for r in recs if r["task"]["name"] == task and label(r, several) == lab]
-            m = found[0]["metrics"].get(metric) if found else None
-            if not m or m["value"] is None:
-                continue
-            err = [[m["value"] - m["low"]], [m["high"] - m["value"]]] if m["low"] is not None else None
-            ax.bar(i, m["value"], yerr=err, capsize=4, color=colours[i % len(colours)], label=lab)
-        hib = next((r["higher_is_better"].get(metric) for r in recs if metric in r["higher_is_better"]), None)
-        arrow = {True: " ↑", False: " ↓"}.get(hib, "")
-        ax.set_title(f"{task}\n{metric}{arrow}", fontsize=9)
-        ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8, ha="right")
-        ax.axhline(0, color="grey", linewidth=0.5)
-    fig.suptitle(value, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 def _comparisons(recs: list[dict], labels: list[str], several: bool) -> list[dict]:
     """Each pair of models on each task's primary metric: the difference and whether the 95 %
     intervals overlap (a quick check, not a test)."""
@@ -95,33 +67,73 @@ def _comparisons(recs: list[dict], labels: list[str], several: bool) -> list[dic
     return out
 
 
-def write_report(results_dir: Path, out: Path) -> Path:
-    """Write report.html, report.md and charts/*.png into `out`; returns the HTML path."""
+def _boards(records: list[dict], labels: list[str], several: bool) -> list[dict]:
+    """One leaderboard per suite (public values, EuroEval-nl, ...): a column per task's primary metric."""
+    by = {(label(r, several), r["task"]["name"]): r for r in records}
+    suites: dict[str, set] = {}
+    for r in records:
+        suites.setdefault((r.get("suite") or {}).get("name") or "no suite", set()).add(
+            (VALUES.index(r["task"]["value"]) if r["task"]["value"] in VALUES else len(VALUES), r["task"]["name"]))
+    out = []
+    for name in sorted(suites, key=lambda n: (n == "no suite", n)):
+        tasks = [t for _, t in sorted(suites[name])]
+        rows = [{"model": lab, "cells": [cell_text(by[(lab, t)]["metrics"][by[(lab, t)]["primary"]])
+                                         if (lab, t) in by else "–" for t in tasks]} for lab in labels]
+        out.append({"suite": name, "tasks": tasks, "rows": rows})
+    return out
+
+
+def _reference_rows(records: list[dict], labels: list[str], several: bool, refs: list) -> list[dict]:
+    """Each published score beside ours on the same task and metric."""
+    by = {(label(r, several), r["task"]["name"]): r for r in records}
+    rows = []
+    for ref in refs:
+        ours = []
+        for lab in labels:
+            m = by.get((lab, ref.task), {}).get("metrics", {}).get(ref.metric)
+            ours.append(cell_text(m) if m else "–")
+        rows.append({"task": ref.task, "metric": ref.metric, "model": ref.model, "value": fmt(ref.value),
+                     "source": ref.source, "ours": ours})
+    return rows
+
+
+def _profiles(records: list[dict], labels: list[str], several: bool, task_names: list[str]) -> list[dict]:
+    return [{"model": lab, "rows": [
+        {"value": r["task"]["value"], "task": r["task"]["name"], "metric": m, "text": cell_text(mv), "n": mv["n"],
+         "unmapped": r["task"].get("unmapped", 0)}
+        for r in sorted((r for r in records if label(r, several) == lab), key=lambda r: task_names.index(
+            r["task"]["name"])) for m, mv in r["metrics"].items()]} for lab in labels]
+
+
+def write_report(results_dir: Path, out: Path, references: Path | None = None) -> Path:
+    """Write report.html, report.md and charts/*.png into `out`; returns the HTML path. `references`:
+    a CSV of published scores (model, task, metric, value, source) to set beside ours."""
+    from gptnl.evals.charts import chart
+    from gptnl.evals.references import read_references
+
+    refs = read_references(references) if references else []
     records = latest(res.read(Path(results_dir) / "results.jsonl"))
-    if not records:
+    failed = res.failures(Path(results_dir))
+    if not records and not failed:
         raise EvalError(f"{results_dir}: no results.jsonl records to report (run `gptnl eval run` first)")
     several = len({r["settings"]["name"] for r in records}) > 1
     labels = sorted({label(r, several) for r in records})
     values = [v for v in VALUES if any(r["task"]["value"] == v for r in records)]
     tasks = sorted({(VALUES.index(r["task"]["value"]), r["task"]["name"]) for r in records})
     task_names = [t for _, t in tasks]
-    by = {(label(r, several), r["task"]["name"]): r for r in records}
-    primaries = {r["task"]["name"]: r["primary"] for r in records}
-    board = [{"model": lab, "cells": [cell_text(by[(lab, t)]["metrics"][primaries[t]]) if (lab, t) in by else "–"
-                                      for t in task_names]} for lab in labels]
     charts_dir = Path(out) / "charts"
     charts_dir.mkdir(parents=True, exist_ok=True)
     charts = []
     for v in values:
-        path = charts_dir / f"{v}.png"
-        _chart(v, [r for r in records if r["task"]["value"] == v], labels, several, path)
+        chart(v, [r for r in records if r["task"]["value"] == v], labels, lambda r: label(r, several),
+              charts_dir / f"{v}.png")
         charts.append({"value": v, "png": f"charts/{v}.png"})
-    profiles = [{"model": lab, "rows": [
-        {"value": r["task"]["value"], "task": r["task"]["name"], "metric": m, "text": cell_text(mv), "n": mv["n"]}
-        for r in sorted((r for r in records if label(r, several) == lab), key=lambda r: task_names.index(
-            r["task"]["name"])) for m, mv in r["metrics"].items()]} for lab in labels]
-    context = {"labels": labels, "tasks": task_names, "primaries": primaries, "board": board, "charts": charts,
-               "profiles": profiles, "comparisons": _comparisons(records, labels, several),
+    context = {"labels": labels, "tasks": task_names, "primaries": {r["task"]["name"]: r["primary"] for r in records},
+               "boards": _boards(records, labels, several), "charts": charts,
+               "profiles": _profiles(records, labels, several, task_names),
+               "comparisons": _comparisons(records, labels, several),
+               "references": _reference_rows(records, labels, several, refs),
+               "failed": [f.model_dump() for f in failed],
                "values": {r["task"]["name"]: r["task"]["value"] for r in records},
                "settings": sorted({r["settings"]["name"] for r in records}), "count": len(records)}
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html"]),

@@ -103,8 +103,8 @@ def failing_sweep(tmp_path_factory):
     shutil.copytree(ROOT / "evals" / "tasks" / "kennis", tasks / "kennis")
     (tasks / "breekbaar").mkdir()
     (tasks / "breekbaar" / "task.yaml").write_text(BROKEN_TASK)
-    (tasks / "breekbaar" / "items.jsonl").write_text(json.dumps({"id": "b1", "question": "Ja?", "choices": ["ja", "nee"],
-                                                                 "answer": 0}) + "\n")
+    (tasks / "breekbaar" / "items.jsonl").write_text(json.dumps({"id": "b1", "question": "Ja?",
+                                                                 "choices": ["ja", "nee"], "answer": 0}) + "\n")
     (tasks / "ontbrekend").mkdir()
     (tasks / "ontbrekend" / "task.yaml").write_text(BROKEN_TASK.replace("breekbaar", "ontbrekend"))
     (work / "suite.yaml").write_text(yaml.safe_dump({"name": "drie", "tasks": ["kennis", "breekbaar", "ontbrekend"],
@@ -118,10 +118,13 @@ def failing_sweep(tmp_path_factory):
         return -1.0
 
     with ScriptedServer(logprob=logprob) as server:
-        (work / "sweep.yaml").write_text(yaml.safe_dump({"suite": "suite.yaml", "settings": [{"name": "kort", "limit": 3}],
-                                                        "models": {"alfa": {"endpoint": server.url, "model_id": "scripted"}}}))
+        (work / "sweep.yaml").write_text(yaml.safe_dump({
+            "suite": "suite.yaml", "settings": [{"name": "kort", "limit": 3}],
+            "models": {"alfa": {"endpoint": server.url, "model_id": "scripted"}}}))
         args = ("eval", "sweep", str(work / "sweep.yaml"), "--results", str(work / "results"))
         first = gptnl(*args, env={**os.environ, "COLUMNS": "250"})
+        report = gptnl("eval", "report", str(work / "results"), "--out", str(work / "report-1"))
+        assert report.returncode == 0, report.stderr
         broken[0] = False
         shutil.copy(tasks / "breekbaar" / "items.jsonl", tasks / "ontbrekend" / "items.jsonl")
         asked.clear()
@@ -142,6 +145,10 @@ def test_a_failing_cell_is_recorded_the_others_finish_and_a_rerun_retries_only_i
     records = res.read(work / "results" / "results.jsonl")
     assert sorted(r["task"]["name"] for r in records) == ["breekbaar", "kennis", "ontbrekend"]
     assert res.failures(work / "results") == []  # every failure has been made good since
+    html = (work / "report-1" / "report.html").read_text()
+    failed_table = re.search(r'<table id="failed-table">(.*?)</table>', html, re.S).group(1)
+    assert failed_table.count("<tr class=\"failed\">") == 2 and "HTTP 500" in failed_table
+    assert "## Failed cells" in (work / "report-1" / "report.md").read_text()
 
 
 @pytest.fixture(scope="session")
@@ -161,21 +168,39 @@ def chromium() -> str:
 
 
 def test_report_opens_in_headless_chromium_with_table_and_every_chart(swept, chromium, tmp_path):
+    """In a narrow window: the leaderboard, a published score beside ours (from the user's CSV),
+    every chart loaded; wide tables scroll in their own box, so the page itself is no wider than
+    the window; each chart panel is drawn at least 400 px wide, at most three in a row."""
+    from PIL import Image
+
     _, results, *_ = swept
-    res_ = gptnl("eval", "report", str(results), "--out", str(tmp_path / "report"))
+    refs = tmp_path / "refs.csv"
+    refs.write_text("model,task,metric,value,source\nGPT-NL 7B,kennis,accuracy,0.61,https://example.org/p Table 3\n")
+    res_ = gptnl("eval", "report", str(results), "--out", str(tmp_path / "report"), "--references", str(refs))
     assert res_.returncode == 0, res_.stderr
     html = tmp_path / "report" / "report.html"
     assert res_.stdout.strip() == str(html)
     dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                          "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+                          "--window-size=480,900", "--dump-dom", html.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
     charts = sorted(p.name for p in (tmp_path / "report" / "charts").glob("*.png"))
     assert charts == ["gelijke-behandeling.png", "kennis.png", "taalvaardigheid.png"]
     assert f'data-charts-loaded="{len(charts)}/{len(charts)}"' in dom, dom[-2000:]
-    table = re.search(r'<table id="leaderboard-table">(.*?)</table>', dom, re.S).group(1)
+    page, window = map(int, re.search(r'data-page-width="(\d+)/(\d+)"', dom).groups())
+    assert page <= window, (page, window)
+    table = re.search(r'<table class="leaderboard" id="leaderboard-klein">(.*?)</table>', dom, re.S).group(1)
     assert "<td>alfa</td>" in table and "<td>beta</td>" in table and table.count("<tr>") == 3
+    reference = re.search(r'<table id="references-table">(.*?)</table>', dom, re.S).group(1)
+    assert "GPT-NL 7B" in reference and "0.610" in reference and "Table 3" in reference
     assert "alfa vs beta" in dom
+    with Image.open(tmp_path / "report" / "charts" / "gelijke-behandeling.png") as png:  # 4 metrics: 3 + 1 panels
+        assert png.width >= 3 * 400 and png.height >= 2 * 300
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "## Leaderboard" in md and "| alfa |" in md and "charts/kennis.png" in md
+    assert "## Leaderboard" in md and "| alfa |" in md and "charts/kennis.png" in md and "GPT-NL 7B" in md
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,task,metric,value,source\nx,kennis,accuracy,hoog,y\n")
+    refused = gptnl("eval", "report", str(results), "--out", str(tmp_path / "r2"), "--references", str(bad))
+    assert refused.returncode == 2 and "bad.csv:2: value 'hoog' is not a number" in refused.stderr
 
 
 def test_suite_against_the_real_served_tiny_model(tiny_base, tmp_path):
