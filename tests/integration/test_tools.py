@@ -141,3 +141,11 @@ def test_response_format_json_schema_returns_valid_json(client, short):
         response_format={"type": "json_schema", "json_schema": {"name": "antwoord", "schema": schema, "strict": True}},
         temperature=0, **short)
     jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+
+
+def test_the_served_model_was_tuned_on_tool_conversations(served_model):  # noqa: F811
+    """`gptnl finetune` took the shipped tool-use lines in its sample (the ones that fit seq_len)."""
+    ledger = [json.loads(line) for line in (served_model.parent / "data" / "ledger.jsonl").read_text().splitlines()]
+    tools = [r for r in ledger if "-hulpmiddelen-" in r["id"]]
+    assert tools and all(r["outcome"] == "kept" or r["step"] == "length" for r in tools)
+    assert any(r["outcome"] == "kept" for r in tools)
