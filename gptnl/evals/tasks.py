@@ -134,8 +134,11 @@ def _check(spec: TaskSpec, item: dict, where: str, expanded_fields: set[str]) ->
             raise EvalError(f"{where}: a canary's `secret` must be a string of digits")
         if not isinstance(item.get("planted"), bool):
             raise EvalError(f"{where}: a canary needs `planted`: true (in the training data) or false (a control)")
-    if spec.scorer in ("exact", "f1") and not isinstance(item.get(spec.answer), str | list):
+    if spec.scorer in ("exact", "f1", "squad", "chrf", "simplification") and not isinstance(item.get(spec.answer),
+                                                                                          str | list):
         raise EvalError(f"{where}: scorer {spec.scorer} needs the target text in `{spec.answer}`")
+    if spec.scorer == "simplification" and not isinstance(item.get("source"), str):
+        raise EvalError(f"{where}: scorer simplification needs the sentence to rewrite in `source`")
 
 
 def _read_items(spec: TaskSpec, path: Path) -> list[dict]:

@@ -16,7 +16,7 @@ from gptnl.evals.runner import TASK_TYPES, rolling_windows
 from gptnl.evals.sari import sari
 from gptnl.evals.scorers import SCORERS, chrf_stats
 from gptnl.evals.spec import TaskSpec
-from gptnl.evals.tasks import load_task
+from gptnl.evals.tasks import EvalError, load_task
 
 HYPS = ["De kat zit op de mat.", "Het regent vandaag in Utrecht.", "U moet de aanvraag voor 1 mei doen.",
         "Bel de gemeente.", ""]
@@ -160,3 +160,13 @@ def test_short_nonsense_reads_as_b1_but_does_not_win_the_plain_language_headline
     copied = [SCORERS["simplification"](vv.spec, i, i["source"]) for i in vv.items]
     short = [SCORERS["simplification"](vv.spec, i, "Dat kan. Bel ons.") for i in vv.items]
     assert value("sari", short) > value("sari", copied)  # why SARI is shown beside the headline, not as it
+
+
+def test_a_simplification_item_without_its_source_is_refused_at_load(tmp_path):
+    task = tmp_path / "t"
+    task.mkdir()
+    (task / "task.yaml").write_text("name: t\nvalue: begrijpelijke-taal\ndescription: x\ntype: generate\n"
+                                    "prompt: '{text}'\nscorer: simplification\nmetrics: [sari]\nprimary: sari\n")
+    (task / "items.jsonl").write_text(json.dumps({"id": "a", "answer": ["Kort."], "text": "Lang."}) + "\n")
+    with pytest.raises(EvalError, match="items.jsonl:1: scorer simplification needs the sentence to rewrite"):
+        load_task(task)
