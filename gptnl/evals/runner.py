@@ -133,7 +133,13 @@ def _perplexity(task: Task, items: list[dict], client: Client, s: Settings, few_
     """Log-likelihood of whole documents; with the model's tokenizer at hand, in rolling windows of
     token ids, so a document longer than the context is scored whole instead of refused."""
     if client.tokenizer_path is None:
-        answers = client.loglik([("", i["text"]) for i in items], use_cache=task.spec.cache)
+        try:
+            answers = client.loglik([("", i["text"]) for i in items], use_cache=task.spec.cache)
+        except EvalError as exc:
+            if "HTTP 400" not in str(exc):
+                raise
+            raise EvalError(f"{exc}; to score documents longer than the context in rolling windows, give the "
+                            "model's tokenizer (`tokenizer: PATH` for this model in the sweep)") from None
     else:
         room = client.max_model_len - 1 if client.max_model_len else None  # the endpoint generates one token
         window = min(w for w in (task.spec.rolling.window, room) if w) if (task.spec.rolling.window or room) else None
