@@ -33,6 +33,7 @@ from gptnl.serving.replicas import Pool, Upstream, send
 from gptnl.serving.store import open_store
 
 log = logging.getLogger("gptnl.gateway")
+INLINE_CHARS = 2000  # a prompt this short is tokenised in well under a millisecond
 ENDPOINTS = {"/v1/completions": "completions", "/v1/chat/completions": "chat", "/v1/embeddings": "embeddings"}
 
 
@@ -105,7 +106,10 @@ class PromptCounter:
             return None
 
     async def count(self, model: str, p: Plan) -> list[int] | None:
-        """Tokens per prompt, or None when they cannot be counted here (vLLM then checks alone)."""
+        """Tokens per prompt, or None when they cannot be counted here (vLLM then checks alone).
+        A short prompt is counted at once: handing it to a thread would cost more than counting it."""
+        if len(p.prompts) == 1 and p.endpoint != "chat" and len(p.prompts[0]) <= INLINE_CHARS:
+            return self._count(model, p)
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._count, model, p)
 
 
@@ -210,7 +214,8 @@ class Gateway:
             return call.refuse(ApiError(500, f"internal error in the gateway; request id {call.request_id}",
                                         "internal_error"))
         call.stack.callback(replica.done)
-        call.stack.callback(response.close)  # a request that ends early breaks the connection: vLLM stops
+        # a whole answer gives the connection back; one that ends early breaks it, so vLLM stops generating
+        call.stack.callback(lambda: response.release() if call.stream_done or not p.stream else response.close())
         headers = {"x-request-id": call.request_id, **(call.lease.headers if call.lease else {})}
         if response.status != 200:
             return await self._upstream_error(call, response, headers)

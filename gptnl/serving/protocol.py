@@ -184,8 +184,7 @@ def validate(body: dict, endpoint: str) -> Contract:
 
 def check_cap(name: str, value: int | None, m: ServedModel, model: str) -> None:
     if value is not None and value > m.max_tokens:
-        raise ApiError(400, f"{name}={value} is over model '{model}''s cap of {m.max_tokens}", "max_tokens_too_large",
-                       name)
+        raise ApiError(400, f"{name}={value} is over this model's cap of {m.max_tokens}", "max_tokens_too_large", name)
 
 
 def plan(body: dict, endpoint: str, m: ServedModel, model: str) -> Plan:
