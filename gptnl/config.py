@@ -130,6 +130,9 @@ class TrainConfig(Strict):
     zero_stage: Literal[0, 1, 2, 3] = 2
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 on GPU, fp32 on CPU")
     activation_checkpointing: bool = False
+    document_masking: bool = Field(default=False, description=(
+        "attention stays inside each packed document (an EOS ends one); off: documents packed into one "
+        "sequence see the ones before them, as in GPT-2-style packing"))
     compile: bool = Field(default=False, description=(
         "torch.compile the model and the loss (Inductor fuses norms, RoPE, SwiGLU and the cross-entropy); "
         "the first steps of each process are slower while it compiles"))

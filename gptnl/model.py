@@ -3,6 +3,13 @@
 The math follows Hugging Face's `LlamaForCausalLM` operation for operation (RoPE with the
 rotate-half layout, RMSNorm computed in fp32), so an export is a renaming of tensors and the
 logits agree to float rounding. The model knows nothing of DeepSpeed; the trainer wraps it.
+
+Document masking (`forward(tokens, doc_ids)`): a packed sequence holds several documents, and a
+token attends only to earlier tokens of its own document. RoPE scores depend on relative
+positions only, so a document packed at any offset gets the logits it would get alone (to float
+rounding) without resetting positions. On CUDA the mask is a FlexAttention block mask (blocks
+that cross documents are skipped); elsewhere a boolean mask for SDPA, because FlexAttention has
+no backward pass on the CPU.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 from torch.utils.checkpoint import checkpoint
 
 from gptnl.config import ModelConfig
@@ -49,6 +57,35 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + _rotate_half(x) * sin
 
 
+def document_ids(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """(batch, seq) index of the document each token belongs to; an EOS ends its document, so the
+    token after it starts the next one."""
+    ends = (tokens == eos_id).to(torch.int32)
+    return torch.cumsum(ends, dim=1) - ends
+
+
+def document_mask(doc_ids: torch.Tensor, flex: bool | None = None) -> BlockMask | torch.Tensor:
+    """Causal attention inside each document: a FlexAttention block mask (default on CUDA), else a
+    boolean (batch, 1, seq, seq) mask for SDPA."""
+    b, t = doc_ids.shape
+    if doc_ids.is_cuda if flex is None else flex:
+        def same_document(batch, _head, q, k):
+            return (q >= k) & (doc_ids[batch, q] == doc_ids[batch, k])
+
+        return create_block_mask(same_document, b, None, t, t, device=doc_ids.device)
+    causal = torch.ones(t, t, dtype=torch.bool, device=doc_ids.device).tril()
+    return (causal & (doc_ids[:, :, None] == doc_ids[:, None, :])).unsqueeze(1)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: BlockMask | torch.Tensor | None,
+           gqa: bool) -> torch.Tensor:
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    if isinstance(mask, BlockMask):
+        return flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+
+
 class Attention(nn.Module):
     """Grouped-query attention. Q, K and V come from one fused projection (one GEMM instead of
     three; the export splits it into HF's q/k/v_proj)."""
@@ -60,14 +97,14 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(cfg.dim, sum(self.split), bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask=None) -> torch.Tensor:
         b, t, _ = x.shape
         q, k, v = self.wqkv(x).split(self.split, dim=-1)
         q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads)
+        y = attend(q, k, v, mask, gqa=self.n_kv_heads != self.n_heads)
         return self.wo(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -92,8 +129,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask=None) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -128,17 +165,19 @@ class Llama(nn.Module):
             else:
                 nn.init.normal_(p, mean=0.0, std=std)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits; with `doc_ids` (from `document_ids`) no token attends across a document boundary."""
         t = tokens.shape[1]
         if t > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {t} tokens is longer than max_seq_len {self.cfg.max_seq_len}")
         cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        mask = None if doc_ids is None else document_mask(doc_ids)
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
             if self.checkpoint_activations and self.training:
-                h = checkpoint(layer, h, cos, sin, use_reentrant=False)
+                h = checkpoint(layer, h, cos, sin, mask, use_reentrant=False)
             else:
-                h = layer(h, cos, sin)
+                h = layer(h, cos, sin, mask)
         return self.output(self.norm(h))
 
     def num_params(self, exclude_embeddings: bool = False) -> int:

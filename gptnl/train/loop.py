@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from gptnl.config import TrainConfig
 from gptnl.errors import CheckpointError, ConfigError, GptnlError
 from gptnl.fileio import atomic_write_json, write_manifest
-from gptnl.model import Llama
+from gptnl.model import Llama, document_ids
 from gptnl.train import checkpoint as ckpt
 from gptnl.train import distributed as dist_env
 from gptnl.train.data import SequenceOrder, Shards, micro_batch_positions, validation_indices
@@ -70,13 +70,19 @@ def find_shards(given: Path | None, cfg: TrainConfig, run_dir: Path) -> Path:
     raise ConfigError(f"no shards: pass --shards, set data.shards in the config, or pack into {sibling}")
 
 
+def forward(engine, x: torch.Tensor, cfg: TrainConfig, eos_id: int) -> torch.Tensor:
+    """Logits of a packed batch; with document masking, no token attends across an EOS."""
+    return engine(x, document_ids(x, eos_id)) if cfg.document_masking else engine(x)
+
+
 def _validate(engine, val: Shards, cfg: TrainConfig, rank: int, world: int, device) -> float:
     engine.eval()
     loss_sum = count = 0.0
+    eos_id = val.manifest["produced"]["eos_id"]
     with torch.no_grad():
         for idx in validation_indices(len(val), cfg.eval.batches, cfg.batch.micro_batch_size, rank, world):
             x = val.batch(idx).to(device)
-            loss_sum += lm_loss(engine(x), x).item() * len(idx)
+            loss_sum += lm_loss(forward(engine, x, cfg, eos_id), x).item() * len(idx)
             count += len(idx)
     engine.train()
     total, n = dist_env.all_sum([loss_sum, count], device)
@@ -112,6 +118,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
         if cfg.compile:
             model.compile()  # in place: parameter names, and so checkpoints and exports, stay the same
         loss_fn = loss_function(cfg.compile)
+        eos_id = train_data.manifest["produced"]["eos_id"]
         # counted before ZeRO-3 partitions the parameters (then each rank holds only a shard)
         n_params, flops_per_token = model.num_params(), model.flops_per_token(seq_len)
         mb, ga = cfg.batch.micro_batch_size, cfg.batch.grad_accum_steps
@@ -178,7 +185,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
                 for micro in range(ga):
                     idx = [order[p] for p in micro_batch_positions(position, micro, rank, world, mb)]
                     x = train_data.batch(idx).to(device)
-                    loss = loss_fn(engine(x), x)
+                    loss = loss_fn(forward(engine, x, cfg, eos_id), x)
                     engine.backward(loss)
                     engine.step()
                     loss_sum += loss.item()

@@ -11,9 +11,10 @@ import pytest
 import torch
 import transformers
 import yaml
-from conftest import losses, run_trainer, trainer_cmd, trainer_env, wait_for_step, write_train_config
+from conftest import SAMPLE, losses, run_trainer, trainer_cmd, trainer_env, wait_for_step, write_train_config
 
 from gptnl.hf import load_pretrained
+from gptnl.pack import pack
 from gptnl.train.export import export_run
 from gptnl.train.preemption import EXIT_PREEMPTED
 
@@ -237,3 +238,20 @@ def test_bf16_trains_and_exports_fp32_master_weights(tmp_path, sample_shards):
     # fp32 masters carry bits that a bf16 copy cannot: the export did not come from the bf16 module
     emb = weights["model.embed_tokens.weight"]
     assert not torch.equal(emb, emb.to(torch.bfloat16).float())
+
+
+def test_document_masking_reaches_the_attention(tmp_path, sample_tokenizer):
+    """`document_masking: true` trains (one process) and changes the very first loss, computed
+    before any update: the packed documents no longer see each other. The per-document equality
+    with documents trained alone is shown on the model itself (tests/unit/test_document_masking.py).
+    Sequences of 512 tokens, so that most of them hold a document boundary."""
+    shards = tmp_path / "shards"
+    pack(SAMPLE, sample_tokenizer, 512, shards, val_fraction=0.1)
+    first = {}
+    for masked in (False, True):
+        cfg = write_train_config(tmp_path / f"m{masked}.yaml", shards, max_steps=2, document_masking=masked,
+                                 checkpoint={"every": 0, "keep_last": 1}, eval={"every": 2, "batches": 1})
+        proc = run_trainer(cfg, tmp_path / f"run{masked}", 1)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        first[masked] = losses(tmp_path / f"run{masked}")[1]
+    assert abs(first[True] - first[False]) > 1e-4, first
