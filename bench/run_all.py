@@ -67,6 +67,16 @@ def pipeline(d: dict) -> list[Figures]:
              d["ratio_full_recipe"] >= 5)]
 
 
+def scale(d: dict) -> list[Figures]:
+    """The largest corpus against the smallest: time against its linear share, and peak RSS."""
+    small, large, g = d["sizes"][0], d["sizes"][-1], d["growth"]
+
+    def size(s: dict) -> str:
+        return f"{s['docs']:,} docs: {s['docs_per_s']:,.0f} docs/s, peak RSS {s['peak_rss_mib']:,.0f} MiB"
+    return [(f"{size(large)} ({large['peak_stage']}; {g['peak_rss_factor']:.2f}× the smaller's)", size(small),
+             times(g["time_vs_linear"]), g["time_vs_linear"] <= 1.1 and g["peak_rss_factor"] <= 1.2)]
+
+
 def train(d: dict) -> list[Figures]:
     return [(f"{d['ours_tokens_per_s']:,.0f} tokens/s ({d['model']}, {d['precision']}, "
              f"{d['batch']}×{d['seq_len']} tokens, {d['device']})",
@@ -130,6 +140,9 @@ def benchmarks(model: Path, cuda: bool) -> list[Bench]:
                ("corpus pipeline, gptnl's whole default recipe", "≥ 5×")),
               "datatrove stock chain (Gopher, repetition, C4 with spaCy `nl`, MinHash)",
               ("bench/pipeline_throughput.py",), pipeline, spacy_missing()),
+        Bench("pipeline_scale", (("corpus pipeline at scale (whole recipe; time vs linear, peak RSS per stage)",
+                                  "≤ 1.10× linear, peak RSS flat (≤ 1.2×)"),),
+              "the same recipe on the smallest corpus", ("bench/pipeline_scale.py",), scale),
         Bench("train_throughput", (("training throughput (same DeepSpeed engine)", "≥ 1.0"),),
               "HF `LlamaForCausalLM` (sdpa, its own loss)", ("bench/train_throughput.py",), train),
         Bench("gateway_overhead", (("gateway overhead (auth, limits, guard, audit on)",

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ROWS = [
     "corpus pipeline, same blocks with gptnl's regex tokeniser",
     "corpus pipeline, gptnl's whole default recipe",
+    "corpus pipeline at scale (whole recipe; time vs linear, peak RSS per stage)",
     "training throughput (same DeepSpeed engine)",
     "gateway overhead (auth, limits, guard, audit on)",
     "fine-tuning throughput (`gptnl finetune`)",
