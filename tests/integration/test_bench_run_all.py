@@ -32,7 +32,15 @@ HEADER = ["benchmark", "peer", "ours", "peer's figure", "ratio", "goal", "met?",
 
 
 def table(markdown: str) -> dict[str, dict[str, str]]:
-    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    """The results table: the first run of table lines (the history table comes after it)."""
+    text = markdown.splitlines()
+    first = next(i for i, line in enumerate(text) if line.startswith("| "))
+    lines = []
+    for line in text[first:]:
+        if not line.startswith("|"):
+            break
+        if line.startswith("| "):
+            lines.append(line)
     assert lines[0] == "| " + " | ".join(HEADER) + " |"
     rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[1:]]
     assert all(len(r) == len(HEADER) for r in rows)
