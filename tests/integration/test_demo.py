@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+import yaml
+from conftest import ROOT
 
 from gptnl.demo_report import SECTIONS
 
@@ -31,7 +33,8 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
     report = out / "evals" / "report" / "report.html"
     assert f"evaluation report: {report}" in first.stdout.replace("\n", "")
     records = [json.loads(line) for line in (out / "evals" / "results.jsonl").read_text().splitlines()]
-    assert {r["model"]["name"] for r in records} == {"gptnl-tiny", "baseline"} and len(records) == 22
+    cells = 2 * len(yaml.safe_load((ROOT / "evals" / "suites" / "public-values.yaml").read_text())["tasks"])
+    assert {r["model"]["name"] for r in records} == {"gptnl-tiny", "baseline"} and len(records) == cells
     html = report.read_text()
     for section in ("Leaderboard", "Public values", "Comparison", "Model profiles", "baseline vs gptnl-tiny"):
         assert section in html
@@ -66,7 +69,7 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
     assert "279 documents read, 235 kept, 44 refused" in first.stdout
     assert (out / "corpus" / "CARD.md").is_file()
     assert second.stdout.count("reusing") == 6
-    assert "22 of 22 cells already in" in second.stdout + second.stderr  # the evaluation is not redone
+    assert f"{cells} of {cells} cells already in" in second.stdout + second.stderr  # the evaluation is not redone
     assert "torchrun" not in second.stdout  # training was not started again
     # everything it started, it stopped: no vLLM, gateway or trainer still runs from the demo's folder
     assert subprocess.run(["pgrep", "-f", str(out)], capture_output=True).returncode == 1
