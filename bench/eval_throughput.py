@@ -83,8 +83,10 @@ class Vllm:
     """One vLLM OpenAI server of a model folder, in its own process group, stopped on exit."""
 
     def __init__(self, model: Path, log: Path, max_model_len: int = 1024):
+        from gptnl.evals.local import ensure_vllm
         from gptnl.serving.replicas import free_port, vllm_python
 
+        ensure_vllm()  # a fresh clone has no vLLM environment yet
         self.port, self.model, self.log = free_port(), model, log
         profile = yaml.safe_load((ROOT / "serving" / "profiles" / "cpu.yaml").read_text())
         self.cmd = [str(vllm_python(None)), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),

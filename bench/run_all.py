@@ -20,6 +20,7 @@ regression shows. The peers need the `bench` extra: `pip install -e '.[bench]'`.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -127,11 +128,10 @@ def eval_throughput(d: dict) -> list[Figures]:
 
 
 def benchmarks(model: Path, cuda: bool) -> list[Bench]:
-    def spacy_missing() -> str | None:
-        try:
-            import spacy  # noqa: F401
-        except ImportError:
-            return "not run: needs spaCy (`pip install -e '.[bench]'`)"
+    def missing(module: str, name: str) -> str | None:
+        """Why a row cannot run here: its peer's package is not installed (the `bench` extra has it)."""
+        if importlib.util.find_spec(module) is None:
+            return f"not run: needs {name} (`pip install -e '.[bench]'`)"
         return None
 
     gpu = None if cuda else NO_GPU
@@ -141,7 +141,7 @@ def benchmarks(model: Path, cuda: bool) -> list[Bench]:
               (("corpus pipeline, same blocks with gptnl's regex tokeniser", "≥ 5× at ≥ 99 % agreement"),
                ("corpus pipeline, gptnl's whole default recipe", "≥ 5×")),
               "datatrove stock chain (Gopher, repetition, C4 with spaCy `nl`, MinHash)",
-              ("bench/pipeline_throughput.py",), pipeline, spacy_missing()),
+              ("bench/pipeline_throughput.py",), pipeline, missing("spacy", "spaCy")),
         Bench("pipeline_scale", (("corpus pipeline at scale (whole recipe; time vs linear, peak RSS per stage)",
                                   "≤ 1.10× linear, peak RSS flat (≤ 1.2×)"),),
               "the same recipe on the smallest corpus", ("bench/pipeline_scale.py",), scale),
@@ -153,14 +153,15 @@ def benchmarks(model: Path, cuda: bool) -> list[Bench]:
               None if model.is_dir() else "not run: needs `gptnl demo` first (the served model)"),
         Bench("sft_throughput", (("fine-tuning throughput (`gptnl finetune`)", "≥ 1.0, same loss masks"),),
               "TRL `SFTTrainer` (same data, batch, optimizer, steps)",
-              ("bench/sft_throughput.py", "--backend", "deepspeed"), sft),
+              ("bench/sft_throughput.py", "--backend", "deepspeed"), sft,
+              missing("trl", "TRL") or missing("datasets", "datasets")),
         Bench("sweep_scaling", (("evaluation sweep on Ray", "≥ 0.9·N× on N = 2, 4, 8 workers"),),
               "the same sweep, cell after cell",
               ("bench/sweep_scaling.py",), sweep),
         Bench("eval_throughput", (("evaluation throughput (`gptnl eval run`, Belebele-shaped multiple choice)",
                                    "≥ 2×, same choices and accuracy"),),
               "`lm_eval --model local-completions` (same task, same vLLM server)", ("bench/eval_throughput.py",),
-              eval_throughput),
+              eval_throughput, missing("lm_eval", "lm-eval")),
         Bench("train_mfu_125m", (("training MFU, 125m (bf16, ZeRO-2, one GPU)", mfu_goal),),
               "HF `LlamaForCausalLM`, same engine",
               ("bench/train_throughput.py", "--model", "configs/model/125m.yaml", "--seq-len", "2048", "--batch", "8",
@@ -253,6 +254,7 @@ QUICK: dict[str, tuple[str, ...]] = {
     "gateway_overhead": ("--clients", "2", "--seconds", "2", "--rounds", "1"),
     "sft_throughput": ("--steps", "4", "--global-batch", "4", "--micro-batch", "2", "--seq-len", "256"),  # 2 timed
     "sweep_scaling": ("--limit", "2"),
+    "eval_throughput": ("--items", "60"),
     "train_mfu_125m": ("--steps", "2", "--blocks", "2"),
     "train_mfu_1b": ("--steps", "2", "--blocks", "2"),
 }

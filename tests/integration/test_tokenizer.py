@@ -57,8 +57,8 @@ def test_chat_template_renders(sample_tokenizer):
 
 def test_chat_template_refuses_unknown_role(sample_tokenizer):
     hf = transformers.AutoTokenizer.from_pretrained(str(sample_tokenizer))
-    with pytest.raises(Exception, match="unknown role tool"):
-        hf.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
+    with pytest.raises(Exception, match="unknown role developer; allowed: system, user, assistant, tool"):
+        hf.apply_chat_template([{"role": "developer", "content": "x"}], tokenize=False)
 
 
 def test_digits_are_split(sample_tokenizer):
