@@ -14,7 +14,7 @@ figures that come from an earlier run's saved JSON say so, and rows nothing meas
 
 Every run appends the rows it measured (date, commit, machine) to `<results>/history.jsonl`, and the
 table is followed by the latest, best and worst ratio of each row over the last runs, so that a
-regression shows. The peers need the `bench` extra: `pip install -e '.[bench]'`.
+regression shows. The peers need the `bench` extra: `pip install -c constraints.txt -e '.[bench]'`.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def benchmarks(model: Path, cuda: bool) -> list[Bench]:
     def missing(module: str, name: str) -> str | None:
         """Why a row cannot run here: its peer's package is not installed (the `bench` extra has it)."""
         if importlib.util.find_spec(module) is None:
-            return f"not run: needs {name} (`pip install -e '.[bench]'`)"
+            return f"not run: needs {name} (`pip install -c constraints.txt -e '.[bench]'`)"
         return None
 
     gpu = None if cuda else NO_GPU
@@ -374,7 +374,7 @@ def main() -> int:
         f"`{rel(args.results)}/`, measured on the machine their row names.", "",
         *(["**Quick run** (`--quick`, the smallest sizes): these figures check that every row runs, not its "
            "speed.", ""] if args.quick else []),
-        "The peers need the `bench` extra: `pip install -e '.[bench]'`.", "",
+        "The peers need the `bench` extra: `pip install -c constraints.txt -e '.[bench]'`.", "",
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *table, "",
         *history_table(read_history(history), [label for b in benches for label, _ in b.rows]),
         "Commands (from the repository root, with the same Python; each writes its JSON):", "", *commands, "",

@@ -6,8 +6,10 @@ typo in a training config fails in the first second instead of after the DeepSpe
 
 from __future__ import annotations
 
+import copy
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -499,6 +501,35 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`--set section.key=value` on a config's raw mapping, before validation (so a bad key or value
+    gets the same error as in the file). The value is read as YAML: `8`, `1e-4`, `true`, `null`,
+    `[a, b]`; a dotted key creates the sections it names."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected section.key=value (e.g. optim.lr=3e-4)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+        if isinstance(value, str) and _NUMBER.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
 def _describe(exc: ValidationError, cls: type[BaseModel]) -> str:
     parts = []
     for err in exc.errors():
@@ -537,8 +568,13 @@ def load_model_config(path: Path) -> ModelConfig:
     return validate(ModelConfig, read_yaml(path), str(path))
 
 
-def load_train_config(path: Path) -> TrainConfig:
-    """A training config; a string `model:` is read as a model YAML relative to this file."""
+def _source(path: Path, overrides: Sequence[str]) -> str:
+    return f"{path} (with --set {', '.join(overrides)})" if overrides else str(path)
+
+
+def load_train_config(path: Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A training config; a string `model:` is read as a model YAML relative to this file (so that
+    `--set model.n_layers=4` reaches into it)."""
     path = Path(path)
     data = read_yaml(path)
     model = data.get("model")
@@ -547,7 +583,7 @@ def load_train_config(path: Path) -> TrainConfig:
         if not model_path.is_file():
             raise ConfigError(f"{path}: model: file {model} not found (looked at {model_path})")
         data = {**data, "model": read_yaml(model_path)}
-    return validate(TrainConfig, data, str(path))
+    return validate(TrainConfig, apply_overrides(data, overrides), _source(path, overrides))
 
 
 def load_licence_policy(path: Path) -> LicencePolicy:
@@ -578,10 +614,10 @@ def load_cluster(path: Path) -> ClusterProfile:
     return validate(ClusterProfile, read_yaml(path), str(path))
 
 
-def load_finetune_config(path: Path) -> FinetuneConfig:
+def load_finetune_config(path: Path, overrides: Sequence[str] = ()) -> FinetuneConfig:
     """A fine-tuning config, with the data gates' paths resolved against the config's folder."""
     path = Path(path)
-    cfg = validate(FinetuneConfig, read_yaml(path), str(path))
+    cfg = validate(FinetuneConfig, apply_overrides(read_yaml(path), overrides), _source(path, overrides))
     base = path.resolve().parent
     dec = cfg.data.decontamination
     data = cfg.data.model_copy(update={

@@ -16,6 +16,7 @@ from gptnl.errors import GptnlError
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
+SET_HELP = "Override a config field, as section.key=value (repeatable; the value is read as YAML)."
 
 
 def run(app: typer.Typer, argv: list[str] | None = None, prog_name: str = "gptnl") -> None:

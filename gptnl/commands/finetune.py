@@ -3,13 +3,12 @@ under torchrun or accelerate launch) starts it without loading the whole CLI."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import typer
 
-from gptnl.commands import console
+from gptnl.commands import SET_HELP, console
 
 
 def finetune_cmd(
@@ -17,17 +16,15 @@ def finetune_cmd(
     base: Path = typer.Option(..., "--base", help="HF model folder to tune (`gptnl export`, or any local causal LM)."),
     data: Path = typer.Option(..., "--data", help="Chat JSONL file or folder (data_pipeline/instructions/)."),
     out: Path = typer.Option(..., "--out", help="Run dir: checkpoints, metrics, ledger, and model/ at the end."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Overrides max_steps."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Same as --set max_steps=N."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Instruction-tune on chat data (one process, or under torchrun / accelerate launch); a restart resumes."""
-    from gptnl.config import FinetuneConfig, load_finetune_config, validate
+    from gptnl.config import load_finetune_config
     from gptnl.finetune.loop import finetune
 
-    cfg = load_finetune_config(config)
-    if max_steps is not None:
-        cfg = validate(FinetuneConfig, {**json.loads(cfg.model_dump_json()), "max_steps": max_steps},
-                       f"{config} (with overrides)")
+    cfg = load_finetune_config(config, [*overrides, *([f"max_steps={max_steps}"] if max_steps is not None else [])])
     code = finetune(cfg, base, data, out, show_progress=progress)
     if code:
         raise typer.Exit(code)

@@ -35,6 +35,42 @@ def test_the_two_commands_are_the_ones_ci_and_the_demo_run():
     assert "gptnl[all]" in extras["bench"]
     assert "gptnl[all]" in extras["test"]  # the test command installs what the demo needs, and more
     assert 'if [ "$rc" -eq 5 ]' in ci  # pytest's "no tests collected" is reported
+    assert "-c constraints.txt" in install  # both install the versions the suite passed with
+
+
+BOOTSTRAP = ("pip", "setuptools", "wheel")  # the venv's own, which `pip freeze` leaves out
+
+
+def test_the_constraints_pin_every_package_this_suite_runs_with():
+    """What the test command installed is what constraints.txt says, so the file is the record of
+    what passed; a new dependency without a refreshed file fails here (with the package named)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", line
+            pins[req.name.lower().replace("_", "-")] = spec.version
+    wanted, seen = ["gptnl"], set()
+    while wanted:  # gptnl[test]'s whole dependency tree, as installed
+        name = wanted.pop()
+        dist = metadata.distribution(name)
+        extras = {"test", "all", "train", "hf", "data", "ray", "finetune", "serve", "eval"} if name == "gptnl" else set()
+        for raw in dist.requires or []:
+            req = Requirement(raw)
+            env_ok = req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras | {""})
+            key = req.name.lower().replace("_", "-")
+            if env_ok and key not in seen and key not in ("gptnl", *BOOTSTRAP):
+                seen.add(key)
+                wanted.append(req.name)
+    unpinned = sorted(k for k in seen if k not in pins)
+    assert not unpinned, f"not in constraints.txt (bash scripts/refresh-constraints.sh): {unpinned}"
+    drift = {k: (metadata.version(k), pins[k]) for k in seen if metadata.version(k).split("+")[0] != pins[k]}
+    assert not drift, f"installed vs constraints.txt: {drift}"
 
 
 def _gptnl_lines() -> list[str]:

@@ -4,7 +4,7 @@ set and runs `gptnl demo --quick`. Everything it reads comes from its package da
 
 The wheel is built from a copy of the working tree (an in-tree build would leave `build/` behind
 and could ship stale files from it). Packages come from the configured indexes, as a user's
-`pip install` would get them (and the local pip cache); vLLM, which lives in its own environment,
+`pip install` would get them (and the local pip cache), at the versions of constraints.txt; vLLM, which lives in its own environment,
 is the clone's `.venv-vllm` named by GPTNL_VLLM_PYTHON (or that variable when already set)."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def venv(tmp_path_factory, wheel) -> Path:
     sh([sys.executable, "-m", "venv", str(env_dir)], 120)
     pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q"]
     sh([*pip, TORCH], 600)
-    sh([*pip, f"gptnl[all] @ {wheel.as_uri()}"], 900)
+    sh([*pip, "-c", str(ROOT / "constraints.txt"), f"gptnl[all] @ {wheel.as_uri()}"], 900)
     return env_dir
 
 
