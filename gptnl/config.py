@@ -25,6 +25,28 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RopeScaling(Strict):
+    """RoPE frequency scaling as Hugging Face's Llama applies it: `llama3` (Llama 3.1's smooth
+    interpolation, used by Salamandra-style long-context checkpoints) or `linear` (position
+    interpolation). The fields are HF's own names, so a base model's config.json reads as is."""
+
+    rope_type: Literal["llama3", "linear"]
+    factor: float = Field(gt=0)
+    low_freq_factor: float | None = Field(default=None, gt=0, description="llama3 only")
+    high_freq_factor: float | None = Field(default=None, gt=0, description="llama3 only")
+    original_max_position_embeddings: int | None = Field(default=None, gt=0, description="llama3 only")
+
+    @model_validator(mode="after")
+    def _llama3_fields(self) -> RopeScaling:
+        needed = ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+        missing = [f for f in needed if getattr(self, f) is None]
+        if self.rope_type == "llama3" and missing:
+            raise ValueError(f"rope_type llama3 needs {', '.join(missing)}")
+        if self.rope_type == "llama3" and self.high_freq_factor <= self.low_freq_factor:
+            raise ValueError("rope_type llama3 needs high_freq_factor > low_freq_factor")
+        return self
+
+
 class ModelConfig(Strict):
     """Llama-architecture dimensions (the names follow Meta's `params.json`)."""
 
@@ -39,6 +61,7 @@ class ModelConfig(Strict):
     ffn_dim: int = Field(gt=0)
     max_seq_len: int = Field(default=2048, gt=0)
     rope_theta: float = Field(default=10000.0, gt=0)
+    rope_scaling: RopeScaling | None = None
     norm_eps: float = Field(default=1e-5, gt=0)
     tie_embeddings: bool = False
     init_std: float = Field(default=0.02, gt=0)
@@ -122,9 +145,12 @@ class MetricsConfig(Strict):
 
 
 class TrainConfig(Strict):
-    """One training run. `model` is a path (relative to this file) or the model mapping inline."""
+    """One training run. `model` is a path (relative to this file) or the model mapping inline;
+    with `init_from` (continued pre-training) it may be left out and is read from the base model."""
 
-    model: ModelConfig
+    model: ModelConfig | None = None
+    init_from: Path | None = Field(default=None, description=(
+        "a local Hugging Face LlamaForCausalLM folder to continue from (relative to this file)"))
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     batch: BatchConfig = BatchConfig()
@@ -141,6 +167,12 @@ class TrainConfig(Strict):
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _a_model(self) -> TrainConfig:
+        if self.model is None and self.init_from is None:
+            raise ValueError("model: required field is missing (or give init_from, a base model to continue)")
+        return self
 
 
 class LicenceTerms(Strict):
@@ -583,7 +615,10 @@ def load_train_config(path: Path, overrides: Sequence[str] = ()) -> TrainConfig:
         if not model_path.is_file():
             raise ConfigError(f"{path}: model: file {model} not found (looked at {model_path})")
         data = {**data, "model": read_yaml(model_path)}
-    return validate(TrainConfig, apply_overrides(data, overrides), _source(path, overrides))
+    cfg = validate(TrainConfig, apply_overrides(data, overrides), _source(path, overrides))
+    if cfg.init_from is not None:
+        cfg = cfg.model_copy(update={"init_from": (path.resolve().parent / cfg.init_from).resolve()})
+    return cfg
 
 
 def load_licence_policy(path: Path) -> LicencePolicy:

@@ -65,6 +65,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def weights_fingerprint(model_dir: Path) -> str:
+    """A model folder's identity: the first 16 hex digits of each safetensors file's sha256, in
+    name order ("" when there are none). Evaluation records, model cards and run lineage all name
+    weights by it."""
+    return ",".join(sha256_file(w)[:16] for w in sorted(Path(model_dir).glob("*.safetensors")))
+
+
 def code_version() -> str:
     """gptnl's version, plus the git commit when run from a checkout."""
     root = Path(__file__).resolve().parent.parent

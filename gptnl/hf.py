@@ -14,10 +14,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from gptnl import tokenizer as tokenizer_mod
-from gptnl.config import ModelConfig
+from gptnl.config import ModelConfig, RopeScaling
 from gptnl.errors import GptnlError
 from gptnl.fileio import atomic_write_json, replace_dir, write_manifest
 from gptnl.model import Llama
@@ -102,7 +103,8 @@ def hf_config(cfg: ModelConfig, ids: dict[str, int | list[int]], dtype: str) -> 
         "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
-        "rope_scaling": None,
+        # the pre-5.0 name, which every transformers and vLLM release reads
+        "rope_scaling": cfg.rope_scaling.model_dump(exclude_none=True) if cfg.rope_scaling else None,
         "tie_word_embeddings": cfg.tie_embeddings,
         "attention_bias": False,
         "attention_dropout": 0.0,
@@ -116,12 +118,44 @@ def hf_config(cfg: ModelConfig, ids: dict[str, int | list[int]], dtype: str) -> 
     }
 
 
+SUPPORTED = "LlamaForCausalLM (model_type llama: RMSNorm, SwiGLU, GQA, no biases, RoPE plain, llama3 or linear)"
+
+
+def _rope(config: dict, source: str) -> tuple[float, RopeScaling | None]:
+    """rope_theta and scaling from either layout: `rope_theta` + `rope_scaling` (transformers < 5,
+    what published checkpoints carry) or `rope_parameters` (transformers 5)."""
+    params = dict(config.get("rope_parameters") or {})
+    legacy = dict(config.get("rope_scaling") or {})
+    theta = config.get("rope_theta") or params.pop("rope_theta", None) or 10000.0
+    params.pop("rope_theta", None)
+    scaling = legacy or params
+    kind = scaling.pop("rope_type", None) or scaling.pop("type", None) or "default"
+    scaling.pop("type", None)
+    if kind == "default":
+        return theta, None
+    if kind not in ("llama3", "linear"):
+        raise GptnlError(f"{source}: rope scaling {kind!r} is not supported; supported: {SUPPORTED}")
+    try:
+        return theta, RopeScaling(rope_type=kind, **scaling)
+    except ValidationError as exc:
+        raise GptnlError(f"{source}: rope scaling {kind}: {exc.errors()[0]['msg']}") from None
+
+
 def model_config_from_hf(config: dict, source: str) -> ModelConfig:
-    if config.get("model_type") != "llama":
-        raise GptnlError(f"{source}: model_type is {config.get('model_type')!r}; only 'llama' models can be imported")
-    if config.get("rope_scaling") or config.get("attention_bias") or config.get("mlp_bias"):
-        raise GptnlError(f"{source}: rope scaling and biases are not supported by gptnl's Llama")
-    theta = config.get("rope_theta") or (config.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    """Our ModelConfig of an HF Llama config.json; any other architecture is refused in one line."""
+    arch = config.get("architectures") or []
+    if config.get("model_type") != "llama" or (arch and arch != ["LlamaForCausalLM"]):
+        got = ", ".join(arch) or config.get("model_type")
+        raise GptnlError(f"{source}: {got} is not supported; supported: {SUPPORTED}")
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise GptnlError(f"{source}: attention or MLP biases are not supported; supported: {SUPPORTED}")
+    if config.get("hidden_act", "silu") != "silu":
+        raise GptnlError(f"{source}: hidden_act {config['hidden_act']!r} is not supported; supported: {SUPPORTED}")
+    head_dim = config.get("head_dim")
+    if head_dim and head_dim != config["hidden_size"] // config["num_attention_heads"]:
+        raise GptnlError(f"{source}: head_dim {head_dim} is not hidden_size / num_attention_heads; "
+                         f"supported: {SUPPORTED}")
+    theta, scaling = _rope(config, source)
     return ModelConfig(
         name=Path(source).name,
         vocab_size=config["vocab_size"],
@@ -132,10 +166,41 @@ def model_config_from_hf(config: dict, source: str) -> ModelConfig:
         ffn_dim=config["intermediate_size"],
         max_seq_len=config.get("max_position_embeddings", 2048),
         rope_theta=theta,
+        rope_scaling=scaling,
         norm_eps=config.get("rms_norm_eps", 1e-5),
         tie_embeddings=config.get("tie_word_embeddings", False),
         init_std=config.get("initializer_range", 0.02),
     )
+
+
+def read_hf_folder(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """An HF Llama folder's config and weights (one `model.safetensors`, or shards listed by
+    `model.safetensors.index.json`), in HF's tensor names and the file's dtype."""
+    path = Path(path)
+    config_file, index = path / "config.json", path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GptnlError(f"{index}: not a safetensors index ({exc})") from None
+    else:
+        files = ["model.safetensors"]
+    weights = [path / f for f in files]
+    if not config_file.is_file() or not all(w.is_file() for w in weights):
+        missing = next(str(w) for w in [config_file, *weights] if not w.is_file())
+        raise GptnlError(f"{path}: not an HF model folder ({missing} not found; needs config.json and safetensors)")
+    try:
+        config = json.loads(config_file.read_text())
+    except ValueError as exc:
+        raise GptnlError(f"{config_file}: not JSON ({exc})") from None
+    cfg = model_config_from_hf(config, str(path))
+    state: dict[str, torch.Tensor] = {}
+    for w in weights:
+        try:
+            state.update(load_file(str(w)))
+        except Exception as exc:  # safetensors raises its own error types on a corrupt file
+            raise GptnlError(f"{w}: cannot be read ({exc})") from None
+    return cfg, state
 
 
 def save_pretrained(
@@ -183,17 +248,9 @@ def save_pretrained(
 
 def load_pretrained(path: Path, dtype: torch.dtype = torch.float32) -> Llama:
     """Our `Llama` from an HF Llama folder (ours, or any plain Llama checkpoint in safetensors)."""
-    path = Path(path)
-    config_file, weights = path / "config.json", path / "model.safetensors"
-    if not config_file.is_file() or not weights.is_file():
-        raise GptnlError(f"{path}: not an HF model folder (needs config.json and model.safetensors)")
-    cfg = model_config_from_hf(json.loads(config_file.read_text()), str(path))
-    try:
-        state = load_file(str(weights))
-    except Exception as exc:  # safetensors raises its own error types on a corrupt file
-        raise GptnlError(f"{weights}: cannot be read ({exc})") from None
+    cfg, state = read_hf_folder(path)
     model = Llama(cfg)
     missing, unexpected = model.load_state_dict({k: v.to(dtype) for k, v in from_hf(state, cfg).items()}, strict=False)
     if missing or unexpected:
-        raise GptnlError(f"{weights}: tensors missing {missing} or unexpected {unexpected}")
+        raise GptnlError(f"{path}: tensors missing {missing} or unexpected {unexpected}")
     return model.to(dtype)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from gptnl.fileio import atomic_write_text, sha256_file
+from gptnl.fileio import atomic_write_text, weights_fingerprint
 
 
 def _json(path: Path) -> dict | None:
@@ -79,18 +79,13 @@ def lineage(model_dir: Path) -> dict[str, Any]:
     return out
 
 
-def fingerprint(model_dir: Path) -> str:
-    """The weights' identity, as evaluation records name it."""
-    return ",".join(sha256_file(w)[:16] for w in sorted(Path(model_dir).glob("*.safetensors")))
-
-
 def evaluations(model_dir: Path, results_dir: Path | None) -> list[dict]:
     """The evaluation records of exactly these weights (the last per cell)."""
     if results_dir is None:
         return []
     from gptnl.evals.results import read
 
-    mine = fingerprint(model_dir)
+    mine = weights_fingerprint(model_dir)
     records = [r for r in read(Path(results_dir) / "results.jsonl") if r["model"]["fingerprint"] == mine]
     return list({r["cell"]: r for r in records}.values())
 
@@ -152,6 +147,9 @@ def _training_section(lin: dict) -> list[str]:
     ]
     if train.get("loss_png"):
         rows.append(("loss curve", f"`{train['loss_png']}`"))
+    if base := rm.get("consumed", {}).get("base_model"):  # continued pre-training: the open model it started from
+        rows.insert(0, ("continued from", f"`{base['path']}` (weights {base['fingerprint']}; licence "
+                                          f"{base['licence'] or 'not stated in its card'})"))
     return ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
 
 

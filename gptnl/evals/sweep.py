@@ -14,10 +14,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from gptnl import fileio
 from gptnl.evals import results as res
 from gptnl.evals.spec import ModelRef, Settings
 from gptnl.evals.tasks import EvalError, load_task
-from gptnl.fileio import sha256_file
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,10 @@ def parse_model(arg: str) -> tuple[str, ModelRef]:
 
 def weights_fingerprint(path: Path) -> str:
     """The export's safetensors digests: a result names exactly the weights it measured."""
-    weights = sorted(Path(path).glob("*.safetensors"))
-    if not weights:
+    found = fileio.weights_fingerprint(path)
+    if not found:
         raise EvalError(f"{path}: no *.safetensors weights (is it an HF export?)")
-    return ",".join(sha256_file(w)[:16] for w in weights)
+    return found
 
 
 @contextmanager

@@ -51,7 +51,8 @@ def export_run(run_dir: Path, out: Path, *, dtype: str = "float32") -> Path:
     }
     path = save_pretrained(
         state, cfg, Path(run["tokenizer"]["path"]), out, dtype=dtype,
-        consumed={"run_dir": str(run_dir.resolve()), "checkpoint": info.tag, "shards": run["shards"]},
+        consumed={"run_dir": str(run_dir.resolve()), "checkpoint": info.tag, "shards": run["shards"],
+                  **({"base_model": run["base_model"]} if run.get("base_model") else {})},
         produced=produced,
     )
     write_model_card(path)

@@ -18,6 +18,7 @@ from gptnl.fileio import atomic_write_json, write_manifest
 from gptnl.model import Llama, document_ids
 from gptnl.train import checkpoint as ckpt
 from gptnl.train import distributed as dist_env
+from gptnl.train import init as initial
 from gptnl.train.data import SequenceOrder, Shards, micro_batch_positions, validation_indices
 from gptnl.train.engine import build, resolve_precision
 from gptnl.train.metrics import MetricsLog, peak_tflops, plot_loss
@@ -50,10 +51,16 @@ def _record_run_config(run_dir: Path, cfg: TrainConfig, shards: Path, shards_man
     path = run_dir / RUN_CONFIG
     if path.is_file():
         old = json.loads(path.read_text())
+        if old["train"].get("init_from") != run_cfg["train"]["init_from"]:
+            raise ConfigError(f"{run_dir} continues from {old['train'].get('init_from') or 'a fresh initialisation'}, "
+                              f"not {run_cfg['train']['init_from'] or 'a fresh initialisation'}; use a new --run-dir")
         if old["train"]["model"] != run_cfg["train"]["model"]:
             raise ConfigError(f"{run_dir} holds a run of a different model; use a new --run-dir")
         if old["tokenizer"]["checksum"] != run_cfg["tokenizer"]["checksum"]:
             raise ConfigError(f"{run_dir} was trained on shards of another tokenizer; use a new --run-dir")
+        run_cfg["base_model"] = old.get("base_model")
+    else:
+        run_cfg["base_model"] = initial.lineage(cfg)
     atomic_write_json(path, run_cfg)
     return run_cfg
 
@@ -104,7 +111,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
         train_data = Shards(shards, "train")
         val_data = Shards(shards, "validation")
         seq_len = train_data.seq_len
-        model_cfg = cfg.model.with_vocab(train_data.vocab_size)
+        model_cfg = initial.model_config(cfg, train_data.vocab_size)
+        initial.check_tokenizer(cfg, train_data.manifest["consumed"]["tokenizer"])
         if seq_len > model_cfg.max_seq_len:
             raise ConfigError(f"shards have seq_len {seq_len}, above the model's max_seq_len {model_cfg.max_seq_len}")
         if rank == 0:
@@ -113,7 +121,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
         torch.distributed.barrier()
 
         torch.manual_seed(cfg.data.seed)
-        model = Llama(model_cfg).to(device)
+        model = Llama(model_cfg)
+        if cfg.init_from is not None:
+            initial.load_base(model, cfg)  # a resumed run then loads its checkpoint over it
+        model = model.to(device)
         model.checkpoint_activations = cfg.activation_checkpointing
         if cfg.compile:
             model.compile()  # in place: parameter names, and so checkpoints and exports, stay the same
@@ -238,7 +249,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
             write_manifest(
                 run_dir, stage="train",
                 consumed={"shards": str(Path(shards).resolve()),
-                          "tokenizer": train_data.manifest["consumed"]["tokenizer"]},
+                          "tokenizer": train_data.manifest["consumed"]["tokenizer"],
+                          **({"base_model": base} if (base := shards_of_run(run_dir).get("base_model")) else {})},
                 produced={"step": step, "checkpoint": ckpt.tag_for(step), "tokens_seen": position * seq_len,
                           "parameters": n_params},
                 config=json.loads(cfg.model_copy(update={"model": model_cfg}).model_dump_json()),

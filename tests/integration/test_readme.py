@@ -39,6 +39,7 @@ def test_the_two_commands_are_the_ones_ci_and_the_demo_run():
 
 
 BOOTSTRAP = ("pip", "setuptools", "wheel")  # the venv's own, which `pip freeze` leaves out
+GPTNL_EXTRAS = ("test", "all", "train", "hf", "data", "ray", "finetune", "serve", "eval")  # what `.[test]` pulls in
 
 
 def test_the_constraints_pin_every_package_this_suite_runs_with():
@@ -59,7 +60,7 @@ def test_the_constraints_pin_every_package_this_suite_runs_with():
     while wanted:  # gptnl[test]'s whole dependency tree, as installed
         name = wanted.pop()
         dist = metadata.distribution(name)
-        extras = {"test", "all", "train", "hf", "data", "ray", "finetune", "serve", "eval"} if name == "gptnl" else set()
+        extras = set(GPTNL_EXTRAS) if name == "gptnl" else set()
         for raw in dist.requires or []:
             req = Requirement(raw)
             env_ok = req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras | {""})

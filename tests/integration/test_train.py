@@ -255,3 +255,62 @@ def test_document_masking_reaches_the_attention(tmp_path, sample_tokenizer):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         first[masked] = losses(tmp_path / f"run{masked}")[1]
     assert abs(first[True] - first[False]) > 1e-4, first
+
+
+def test_continued_pretraining_from_a_transformers_llama(tmp_path, sample_shards, sample_tokenizer):
+    """A base shaped like Salamandra's or EuroLLM's (GQA, untied embeddings, llama3 RoPE scaling; cut
+    down), saved by transformers in shards: two processes continue it, the first step's loss is the
+    base's own loss on that batch, and the export computes what transformers computes."""
+    import shutil
+
+    from gptnl import tokenizer as tokenizer_mod
+    from gptnl.train.data import SequenceOrder, Shards
+
+    torch.manual_seed(21)
+    config = transformers.LlamaConfig(
+        vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 32})
+    base = tmp_path / "base"
+    hf_base = transformers.LlamaForCausalLM(config).eval()
+    hf_base.save_pretrained(str(base), safe_serialization=True, max_shard_size="500KB")
+    for name in tokenizer_mod.FILES:  # the base ships the tokenizer the shards were packed with
+        shutil.copy2(sample_tokenizer / name, base / name)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\nlanguage: [nl, en]\n---\n# a base\n")
+
+    cfg = write_train_config(tmp_path / "t.yaml", sample_shards, max_steps=4, zero_stage=2)
+    data = yaml.safe_load(cfg.read_text())
+    del data["model"]  # taken from the base
+    cfg.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    proc = run_trainer(cfg, run, 2, "--init-from", str(base))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    train = Shards(sample_shards, "train")
+    order = SequenceOrder(len(train), 7)
+    x = train.batch([order[p] for p in range(16)])  # step 1: 2 processes x micro 4 x accumulation 2
+    with torch.no_grad():
+        base_loss = hf_base(x, labels=x).loss.item()
+    assert abs(losses(run)[1] - base_loss) < 1e-4, (losses(run)[1], base_loss)
+
+    run_config = json.loads((run / "train_config.json").read_text())
+    assert run_config["train"]["model"]["rope_scaling"]["rope_type"] == "llama3"
+    assert run_config["base_model"]["licence"] == "apache-2.0" and run_config["base_model"]["fingerprint"]
+    out = export_run(run, tmp_path / "model")
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["rope_scaling"]["rope_type"] == "llama3" and exported["rope_scaling"]["factor"] == 8.0
+    assert exported["tie_word_embeddings"] is False and exported["num_key_value_heads"] == 2
+    assert json.loads((out / "manifest.json").read_text())["consumed"]["base_model"] == run_config["base_model"]
+    assert f"| continued from | `{base.resolve()}`" in (out / "README.md").read_text()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    ours = load_pretrained(out).eval()
+    ids = x[:2]
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids)).abs().max().item() < 1e-5
+        assert (hf(ids).logits - hf_base(ids).logits).abs().max().item() > 1e-4  # it trained on
+
+    # the shards' tokenizer must be the base's own
+    (base / "tokenizer.json").write_text((base / "tokenizer.json").read_text() + "\n")  # any other file
+    refused = run_trainer(cfg, tmp_path / "run2", 1, "--init-from", str(base))
+    assert refused.returncode == 2 and "the shards were packed with another tokenizer" in refused.stderr
