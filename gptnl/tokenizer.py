@@ -120,7 +120,18 @@ class DutchTokenizer:
 
     @property
     def eos_id(self) -> int:
-        return self.id(EOS)
+        """The end-of-document token: the one `tokenizer_config.json` names (a base model's own, e.g.
+        Llama 3's `<|end_of_text|>`), else gptnl's `</s>`."""
+        name = EOS
+        config = self.path / "tokenizer_config.json"
+        if config.is_file():
+            try:
+                eos = json.loads(config.read_text(encoding="utf-8")).get("eos_token")
+            except (ValueError, AttributeError):
+                raise GptnlError(f"{config}: not a JSON object") from None
+            eos = eos.get("content") if isinstance(eos, dict) else eos
+            name = eos if isinstance(eos, str) and eos else EOS
+        return self.id(name)
 
 
 def build_untrained() -> Tokenizer:

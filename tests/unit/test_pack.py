@@ -110,3 +110,22 @@ def test_corpus_smaller_than_one_sequence_is_refused(tmp_path, sample_tokenizer)
     (tmp_path / "c" / "a.jsonl").write_text('{"id": "a", "text": "Kort."}\n')
     with pytest.raises(GptnlError, match="fewer than one sequence"):
         pack(tmp_path / "c", sample_tokenizer, 64, tmp_path / "s")
+
+
+def test_a_base_models_tokenizer_ends_documents_with_its_own_end_token(tmp_path, sample_tokenizer):
+    """A base model's tokenizer folder names its end token in tokenizer_config.json (Llama 3:
+    `<|end_of_text|>`); pack ends each document with that one, not with gptnl's `</s>`."""
+    import re
+    import shutil
+
+    base = tmp_path / "base-tokenizer"
+    shutil.copytree(sample_tokenizer, base)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    (base / "tokenizer_config.json").write_text(json.dumps({**config, "eos_token": {"content": "<|end|>"}}))
+    tok = tokenizer_mod.load(base)
+    assert tok.eos_id == tok.id("<|end|>") != tokenizer_mod.load(sample_tokenizer).eos_id
+    manifest = pack(SAMPLE, base, 64, tmp_path / "shards", val_fraction=0.1)
+    assert manifest["produced"]["eos_id"] == tok.id("<|end|>")
+    (base / "tokenizer_config.json").write_text(json.dumps({**config, "eos_token": "<|end_of_text|>"}))
+    with pytest.raises(GptnlError, match=re.escape("tokenizer has no <|end_of_text|> token")):
+        _ = tokenizer_mod.load(base).eos_id
