@@ -118,9 +118,61 @@ class BatchConfig(Strict):
     grad_accum_steps: int = Field(default=1, gt=0)
 
 
+class MixtureSource(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="names the source in metrics (tokens_seen/NAME)")
+    shards: Path = Field(description="output dir of `gptnl pack` (relative to the config file)")
+    weight: float = Field(ge=0, description="share of the training sequences; weights are normalised")
+
+
+class MixtureStage(Strict):
+    """A curriculum stage: these weights until `until_step`; after the last stage, the sources' own."""
+
+    until_step: int = Field(gt=0)
+    weights: dict[str, float]
+
+
+class MixtureConfig(Strict):
+    """Weighted shard sets (e.g. nl 0.6, en 0.3, code 0.1), optionally in curriculum stages."""
+
+    sources: list[MixtureSource] = Field(min_length=1)
+    stages: list[MixtureStage] = []
+    exhausted: Literal["repeat", "refuse"] = Field(default="repeat", description=(
+        "a source the run needs more sequences of than it has: repeat it (a new epoch, logged) or refuse "
+        "the run before it starts"))
+    allow_change: bool = Field(default=False, description=(
+        "on resume, accept a mixture that differs from the one the run started with (the change is recorded)"))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MixtureConfig:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique (got {', '.join(names)})")
+        if sum(s.weight for s in self.sources) <= 0:
+            raise ValueError("the sources' weights sum to 0")
+        last = 0
+        for stage in self.stages:
+            if stage.until_step <= last:
+                raise ValueError("stages: until_step must increase from stage to stage")
+            last = stage.until_step
+            unknown = sorted(set(stage.weights) - set(names))
+            if unknown:
+                raise ValueError(f"stage until_step {stage.until_step}: unknown source {unknown[0]}; "
+                                 f"sources: {', '.join(names)}")
+            if any(w < 0 for w in stage.weights.values()) or sum(stage.weights.values()) <= 0:
+                raise ValueError(f"stage until_step {stage.until_step}: weights must be >= 0 and not all 0")
+        return self
+
+
 class DataConfig(Strict):
     shards: Path | None = Field(default=None, description="output dir of `gptnl pack`")
+    mixture: MixtureConfig | None = Field(default=None, description="several shard sets with weights (not with shards)")
     seed: int = 1234
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DataConfig:
+        if self.shards is not None and self.mixture is not None:
+            raise ValueError("give either shards or mixture, not both")
+        return self
 
 
 class EvalConfig(Strict):
@@ -616,8 +668,13 @@ def load_train_config(path: Path, overrides: Sequence[str] = ()) -> TrainConfig:
             raise ConfigError(f"{path}: model: file {model} not found (looked at {model_path})")
         data = {**data, "model": read_yaml(model_path)}
     cfg = validate(TrainConfig, apply_overrides(data, overrides), _source(path, overrides))
+    here = path.resolve().parent
     if cfg.init_from is not None:
-        cfg = cfg.model_copy(update={"init_from": (path.resolve().parent / cfg.init_from).resolve()})
+        cfg = cfg.model_copy(update={"init_from": (here / cfg.init_from).resolve()})
+    if cfg.data.mixture is not None:
+        sources = [s.model_copy(update={"shards": (here / s.shards).resolve()}) for s in cfg.data.mixture.sources]
+        mixture = cfg.data.mixture.model_copy(update={"sources": sources})
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"mixture": mixture})})
     return cfg
 
 

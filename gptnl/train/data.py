@@ -56,17 +56,17 @@ class Shards:
 class SequenceOrder:
     """Which sequence sits at each global position: a fresh seeded permutation per epoch."""
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, key: tuple[int, ...] = ()):
         if n <= 0:
             raise GptnlError("the training split has no sequences")
-        self.n, self.seed = n, seed
+        self.n, self.seed, self.key = n, seed, key  # key: a mixture source's own stream of permutations
         self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
 
     def __getitem__(self, position: int) -> int:
         epoch, offset = divmod(position, self.n)
         if epoch != self._epoch:
             self._epoch = epoch
-            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            self._perm = np.random.default_rng([self.seed, epoch, *self.key]).permutation(self.n)
         return int(self._perm[offset])
 
 

@@ -4,7 +4,9 @@ checkpoints on a schedule and on preemption signals, automatic resume from the n
 from __future__ import annotations
 
 import json
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,16 +14,17 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from gptnl.config import TrainConfig
+from gptnl.config import ModelConfig, TrainConfig
 from gptnl.errors import CheckpointError, ConfigError, GptnlError
 from gptnl.fileio import atomic_write_json, write_manifest
 from gptnl.model import Llama, document_ids
 from gptnl.train import checkpoint as ckpt
 from gptnl.train import distributed as dist_env
 from gptnl.train import init as initial
-from gptnl.train.data import SequenceOrder, Shards, micro_batch_positions, validation_indices
+from gptnl.train.data import Shards, micro_batch_positions, validation_indices
 from gptnl.train.engine import build, resolve_precision
 from gptnl.train.metrics import MetricsLog, peak_tflops, plot_loss
+from gptnl.train.mixture import Stream, open_stream
 from gptnl.train.preemption import EXIT_PREEMPTED, PreemptionFlag
 
 RUN_CONFIG = "train_config.json"
@@ -40,35 +43,59 @@ def loss_function(compiled: bool):
     return torch.compile(lm_loss) if compiled else lm_loss
 
 
-def _record_run_config(run_dir: Path, cfg: TrainConfig, shards: Path, shards_manifest: dict) -> dict:
-    """Write the resolved config on the first start; on a restart, refuse a different model or data."""
+def _record_run_config(run_dir: Path, cfg: TrainConfig, stream: Stream) -> dict:
+    """Write the resolved config on the first start; on a restart, refuse a different model, data,
+    base or mixture (a mixture change only with `data.mixture.allow_change`, and then recorded)."""
+    manifest = stream.first.manifest
     run_cfg = {
         "train": json.loads(cfg.model_dump_json()),
-        "shards": str(Path(shards).resolve()),
-        "tokenizer": shards_manifest["consumed"]["tokenizer"],
-        "seq_len": shards_manifest["produced"]["seq_len"],
+        "shards": stream.paths[stream.names[0]] if stream.names else stream.paths[""],
+        **({"mixture": stream.paths} if stream.names else {}),
+        "tokenizer": manifest["consumed"]["tokenizer"],
+        "seq_len": manifest["produced"]["seq_len"],
     }
     path = run_dir / RUN_CONFIG
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old["train"].get("init_from") != run_cfg["train"]["init_from"]:
-            raise ConfigError(f"{run_dir} continues from {old['train'].get('init_from') or 'a fresh initialisation'}, "
-                              f"not {run_cfg['train']['init_from'] or 'a fresh initialisation'}; use a new --run-dir")
-        if old["train"]["model"] != run_cfg["train"]["model"]:
-            raise ConfigError(f"{run_dir} holds a run of a different model; use a new --run-dir")
-        if old["tokenizer"]["checksum"] != run_cfg["tokenizer"]["checksum"]:
-            raise ConfigError(f"{run_dir} was trained on shards of another tokenizer; use a new --run-dir")
-        run_cfg["base_model"] = old.get("base_model")
-    else:
+    if not path.is_file():
         run_cfg["base_model"] = initial.lineage(cfg)
+        atomic_write_json(path, run_cfg)
+        return run_cfg
+    old = json.loads(path.read_text())
+    if old["train"].get("init_from") != run_cfg["train"]["init_from"]:
+        raise ConfigError(f"{run_dir} continues from {old['train'].get('init_from') or 'a fresh initialisation'}, "
+                          f"not {run_cfg['train']['init_from'] or 'a fresh initialisation'}; use a new --run-dir")
+    if old["train"]["model"] != run_cfg["train"]["model"]:
+        raise ConfigError(f"{run_dir} holds a run of a different model; use a new --run-dir")
+    if old["tokenizer"]["checksum"] != run_cfg["tokenizer"]["checksum"]:
+        raise ConfigError(f"{run_dir} was trained on shards of another tokenizer; use a new --run-dir")
+    run_cfg["base_model"] = old.get("base_model")
+    run_cfg["mixture_changes"] = old.get("mixture_changes", [])
+    before, now = (_mixture_of(c["train"]) for c in (old, run_cfg))
+    if before != now:
+        if not (cfg.data.mixture and cfg.data.mixture.allow_change):
+            raise ConfigError(f"{run_dir} was started with another data mixture ({before}); set "
+                              "data.mixture.allow_change: true to change it on resume (the change is recorded)")
+        run_cfg["mixture_changes"].append({"from": before, "to": now, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                       time.gmtime())})
     atomic_write_json(path, run_cfg)
     return run_cfg
 
 
-def find_shards(given: Path | None, cfg: TrainConfig, run_dir: Path) -> Path:
-    """--shards, else data.shards, else the `shards` folder beside the run dir (runs/x/{shards,train})."""
+def _mixture_of(train_cfg: dict) -> dict | None:
+    mixture = dict(train_cfg.get("data", {}).get("mixture") or {}) or None
+    if mixture:
+        mixture.pop("allow_change", None)
+    return mixture
+
+
+def find_shards(given: Path | None, cfg: TrainConfig, run_dir: Path) -> Path | None:
+    """--shards, else data.shards, else the `shards` folder beside the run dir (runs/x/{shards,train});
+    None for a mixture, whose sources name their own."""
     if given is not None:
+        if cfg.data.mixture is not None:
+            raise ConfigError("--shards: this config trains on a mixture (data.mixture); its sources name the shards")
         return Path(given)
+    if cfg.data.mixture is not None:
+        return None
     if cfg.data.shards is not None:
         return cfg.data.shards
     sibling = Path(run_dir).resolve().parent / "shards"
@@ -96,171 +123,242 @@ def _validate(engine, val: Shards, cfg: TrainConfig, rank: int, world: int, devi
     return total / n
 
 
+def validation_record(engine, stream: Stream, cfg: TrainConfig, step: int, rank: int, world: int, device) -> dict:
+    """val_loss (and val_ppl); for a mixture also each source's, with val_loss their weighted mean."""
+    losses = {name: _validate(engine, val, cfg, rank, world, device) for name, val in stream.validation if len(val)}
+    if not losses:
+        return {}
+    if stream.names:
+        weights = dict(zip(stream.names, stream.weights, strict=True))
+        total = sum(weights[n] for n in losses)
+        overall = (sum(weights[n] * v for n, v in losses.items()) / total if total
+                   else sum(losses.values()) / len(losses))
+        return {"step": step, "val_loss": overall, "val_ppl": math.exp(overall),
+                **{f"val_loss/{n}": v for n, v in losses.items()}}
+    (overall,) = losses.values()
+    return {"step": step, "val_loss": overall, "val_ppl": math.exp(overall)}
+
+
+@dataclass
+class Run:
+    """What the step loop needs besides the engine: set up once, before the first step."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    stream: Stream
+    model_cfg: ModelConfig
+    rank: int
+    world: int
+    device: torch.device
+    global_batch: int
+    n_params: int
+    flops_per_step: float
+    eos_id: int
+
+
+def _resume(engine, run: Run, universal: bool, console: Console) -> tuple[int, int]:
+    """(step, position) of the newest intact checkpoint, loaded into the engine; (0, 0) when none."""
+    found = ckpt.newest_complete(run.run_dir) if run.rank == 0 else None
+    found = dist_env.broadcast_object(found)
+    if found is None:
+        return 0, 0
+    if not universal:
+        ckpt.check_compatible(found, run.world, run.cfg.zero_stage)
+    tag = found.tag + "_universal" if universal else found.tag
+    if universal and not (run.run_dir / tag).is_dir():
+        raise CheckpointError(f"--universal: {run.run_dir / tag} not found; convert the checkpoint first")
+    _, client = engine.load_checkpoint(str(run.run_dir), tag=tag)
+    if client is None:
+        raise CheckpointError(f"{run.run_dir / tag}: DeepSpeed could not load this checkpoint")
+    if run.rank == 0:
+        console.print(f"resumed from {run.run_dir / tag} at step {found.meta['step']}")
+        if found.meta.get("global_batch") != run.global_batch:
+            console.print(f"[yellow]warning: the global batch changes from {found.meta.get('global_batch')} "
+                          f"sequences to {run.global_batch}; the data order continues from the saved position")
+        if found.meta.get("seed") != run.cfg.data.seed:
+            console.print(f"[yellow]warning: data.seed changes from {found.meta.get('seed')} to "
+                          f"{run.cfg.data.seed}; sequences from here on follow the new order")
+    return found.meta["step"], found.meta["position"]
+
+
+def _save(engine, run: Run, step: int, position: int) -> None:
+    tag = ckpt.tag_for(step)
+    meta = {"step": step, "position": position, "world_size": run.world, "zero_stage": run.cfg.zero_stage,
+            "global_batch": run.global_batch, "seed": run.cfg.data.seed}
+    engine.save_checkpoint(str(run.run_dir), tag=tag, client_state=meta, save_latest=False)
+    torch.distributed.barrier()
+    if run.rank == 0:
+        ckpt.write_marker(run.run_dir, tag, meta, run.cfg.checkpoint.integrity)
+        ckpt.set_latest(run.run_dir, tag)
+        ckpt.prune(run.run_dir, run.cfg.checkpoint.keep_last)
+    torch.distributed.barrier()
+
+
+def _setup(cfg: TrainConfig, run_dir: Path, shards: Path | None, console: Console) -> Run:
+    rank, world, device = dist_env.init()
+    global_batch = cfg.batch.micro_batch_size * cfg.batch.grad_accum_steps * world
+    stream = open_stream(cfg, find_shards(shards, cfg, run_dir), global_batch)
+    seq_len = stream.first.seq_len
+    model_cfg = initial.model_config(cfg, stream.first.vocab_size)
+    initial.check_tokenizer(cfg, stream.first.manifest["consumed"]["tokenizer"])
+    if seq_len > model_cfg.max_seq_len:
+        raise ConfigError(f"shards have seq_len {seq_len}, above the model's max_seq_len {model_cfg.max_seq_len}")
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _record_run_config(run_dir, cfg.model_copy(update={"model": model_cfg}), stream)
+    torch.distributed.barrier()
+    run = Run(cfg, run_dir, stream, model_cfg, rank, world, device, global_batch, 0, 0.0,
+              stream.first.manifest["produced"]["eos_id"])
+    return run
+
+
+def _model(run: Run) -> Llama:
+    torch.manual_seed(run.cfg.data.seed)
+    model = Llama(run.model_cfg)
+    if run.cfg.init_from is not None:
+        initial.load_base(model, run.cfg)  # a resumed run then loads its checkpoint over it
+    model = model.to(run.device)
+    model.checkpoint_activations = run.cfg.activation_checkpointing
+    if run.cfg.compile:
+        model.compile()  # in place: parameter names, and so checkpoints and exports, stay the same
+    # counted before ZeRO-3 partitions the parameters (then each rank holds only a shard)
+    run.n_params = model.num_params()
+    run.flops_per_step = model.flops_per_token(run.stream.first.seq_len) * run.global_batch * run.stream.first.seq_len
+    return model
+
+
 def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, universal: bool = False,
           show_progress: bool = True) -> int:
     """Train until `max_steps` (0), or until a preemption signal (EXIT_PREEMPTED). Resumes automatically."""
-    rank, world, device = dist_env.init()
     deepspeed = dist_env.import_deepspeed()
     run_dir = Path(run_dir)
     console = Console(highlight=False, soft_wrap=True)
-    engine = None
-    clean = False
+    engine, clean = None, False
     flag = PreemptionFlag().install()
     try:
-        shards = find_shards(shards, cfg, run_dir)
-        train_data = Shards(shards, "train")
-        val_data = Shards(shards, "validation")
-        seq_len = train_data.seq_len
-        model_cfg = initial.model_config(cfg, train_data.vocab_size)
-        initial.check_tokenizer(cfg, train_data.manifest["consumed"]["tokenizer"])
-        if seq_len > model_cfg.max_seq_len:
-            raise ConfigError(f"shards have seq_len {seq_len}, above the model's max_seq_len {model_cfg.max_seq_len}")
-        if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            _record_run_config(run_dir, cfg.model_copy(update={"model": model_cfg}), shards, train_data.manifest)
-        torch.distributed.barrier()
-
-        torch.manual_seed(cfg.data.seed)
-        model = Llama(model_cfg)
-        if cfg.init_from is not None:
-            initial.load_base(model, cfg)  # a resumed run then loads its checkpoint over it
-        model = model.to(device)
-        model.checkpoint_activations = cfg.activation_checkpointing
-        if cfg.compile:
-            model.compile()  # in place: parameter names, and so checkpoints and exports, stay the same
-        loss_fn = loss_function(cfg.compile)
-        eos_id = train_data.manifest["produced"]["eos_id"]
-        # counted before ZeRO-3 partitions the parameters (then each rank holds only a shard)
-        n_params, flops_per_token = model.num_params(), model.flops_per_token(seq_len)
-        mb, ga = cfg.batch.micro_batch_size, cfg.batch.grad_accum_steps
-        global_batch = mb * ga * world
+        run = _setup(cfg, run_dir, shards, console)
+        model = _model(run)
         precision = resolve_precision(cfg.precision)
         engine, scheduler = build(deepspeed, model, cfg, precision, load_universal=universal)
-
-        step, position = 0, 0
-        found = ckpt.newest_complete(run_dir) if rank == 0 else None
-        found = dist_env.broadcast_object(found)
-        if found is not None:
-            if not universal:
-                ckpt.check_compatible(found, world, cfg.zero_stage)
-            tag = found.tag + "_universal" if universal else found.tag
-            if universal and not (run_dir / tag).is_dir():
-                raise CheckpointError(f"--universal: {run_dir / tag} not found; convert the checkpoint first")
-            _, client = engine.load_checkpoint(str(run_dir), tag=tag)
-            if client is None:
-                raise CheckpointError(f"{run_dir / tag}: DeepSpeed could not load this checkpoint")
-            step, position = found.meta["step"], found.meta["position"]
-            if rank == 0:
-                console.print(f"resumed from {run_dir / tag} at step {step}")
-                if found.meta.get("global_batch") != global_batch:
-                    console.print(f"[yellow]warning: the global batch changes from {found.meta.get('global_batch')} "
-                                  f"sequences to {global_batch}; the data order continues from the saved position")
-                if found.meta.get("seed") != cfg.data.seed:
-                    console.print(f"[yellow]warning: data.seed changes from {found.meta.get('seed')} to "
-                                  f"{cfg.data.seed}; sequences from here on follow the new order")
-
-        metrics = MetricsLog(run_dir, enabled=rank == 0, tensorboard=cfg.metrics.tensorboard)
+        step, position = _resume(engine, run, universal, console)
+        metrics = MetricsLog(run_dir, enabled=run.rank == 0, tensorboard=cfg.metrics.tensorboard)
         metrics.truncate_after(step)
-        order = SequenceOrder(len(train_data), cfg.data.seed)
-        flops_per_step = flops_per_token * global_batch * seq_len
-        peak = peak_tflops(cfg.metrics.peak_tflops, device)
-        if rank == 0:
+        if run.rank == 0:
             console.print(
-                f"model {model_cfg.name}: {n_params / 1e6:.2f}M parameters, {world} process(es), "
-                f"ZeRO-{cfg.zero_stage}, {precision}, {global_batch}×{seq_len} tokens per step, "
-                f"{len(train_data)} training sequences"
-            )
-
-        def save(step: int, position: int) -> None:
-            tag = ckpt.tag_for(step)
-            meta = {"step": step, "position": position, "world_size": world, "zero_stage": cfg.zero_stage,
-                    "global_batch": global_batch, "seed": cfg.data.seed}
-            engine.save_checkpoint(str(run_dir), tag=tag, client_state=meta, save_latest=False)
-            torch.distributed.barrier()
-            if rank == 0:
-                ckpt.write_marker(run_dir, tag, meta, cfg.checkpoint.integrity)
-                ckpt.set_latest(run_dir, tag)
-                ckpt.prune(run_dir, cfg.checkpoint.keep_last)
-            torch.distributed.barrier()
-
-        progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-            disable=rank != 0 or not show_progress,
-        )
-        with progress:
-            bar = progress.add_task("train", total=cfg.max_steps, completed=step, info="")
-            t0, steps_in_window = time.perf_counter(), 0
-            while step < cfg.max_steps:
-                loss_sum, lr = 0.0, scheduler.get_last_lr()[0]  # the lr this step uses; the engine advances it
-                for micro in range(ga):
-                    idx = [order[p] for p in micro_batch_positions(position, micro, rank, world, mb)]
-                    x = train_data.batch(idx).to(device)
-                    loss = loss_fn(forward(engine, x, cfg, eos_id), x)
-                    engine.backward(loss)
-                    engine.step()
-                    loss_sum += loss.item()
-                step += 1
-                position += global_batch
-                steps_in_window += 1
-                preempted = dist_env.any_rank(flag.raised, device)
-
-                if step % cfg.metrics.log_every == 0 or step == cfg.max_steps or preempted:
-                    (loss_mean,) = dist_env.all_mean([loss_sum / ga], device)
-                    dt = time.perf_counter() - t0
-                    tflops = flops_per_step * steps_in_window / dt / world / 1e12
-                    grad_norm = engine.get_global_grad_norm()
-                    record = {
-                        "step": step, "loss": loss_mean, "lr": lr,
-                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                        "tokens_per_s": global_batch * seq_len * steps_in_window / dt,
-                        "tflops_per_device": tflops, "mfu": tflops / peak if peak else None,
-                        "tokens_seen": position * seq_len,
-                    }
-                    metrics.log(record)
-                    info = f"loss {loss_mean:.4f}  {record['tokens_per_s']:,.0f} tok/s"
-                    progress.update(bar, info=info)
-                    if rank == 0 and not (show_progress and console.is_terminal):  # job logs get plain lines
-                        console.print(f"step {step}/{cfg.max_steps}  {info}  lr {lr:.2e}"
-                                      + (f"  MFU {record['mfu']:.1%}" if record["mfu"] else ""))
-                    t0, steps_in_window = time.perf_counter(), 0
-
-                if val_data.num_sequences and cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.max_steps):
-                    val_loss = _validate(engine, val_data, cfg, rank, world, device)
-                    metrics.log({"step": step, "val_loss": val_loss, "val_ppl": float(torch.tensor(val_loss).exp())})
-                    if rank == 0 and not (show_progress and console.is_terminal):
-                        console.print(f"step {step}/{cfg.max_steps}  validation loss {val_loss:.4f}")
-                    t0 = time.perf_counter()
-
-                if preempted or step == cfg.max_steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
-                    save(step, position)
-                    t0 = time.perf_counter()
-                progress.update(bar, completed=step)
-                if preempted:
-                    if rank == 0:
-                        console.print(f"signal {flag.signal} received: checkpoint {ckpt.tag_for(step)} written, "
-                                      f"exiting with code {EXIT_PREEMPTED} so the job can be requeued")
-                    metrics.close()
-                    clean = True
-                    return EXIT_PREEMPTED
+                f"model {run.model_cfg.name}: {run.n_params / 1e6:.2f}M parameters, {run.world} process(es), "
+                f"ZeRO-{cfg.zero_stage}, {precision}, {run.global_batch}×{run.stream.first.seq_len} tokens per step, "
+                f"{len(run.stream)} training sequences"
+                + (f" from {', '.join(run.stream.names)}" if run.stream.names else ""))
+        loop = StepLoop(run, engine, scheduler, metrics, flag, console, show_progress)
+        step, position, preempted = loop.until_done(step, position)
         metrics.close()
-        if rank == 0:
-            plot_loss(run_dir)
-            write_manifest(
-                run_dir, stage="train",
-                consumed={"shards": str(Path(shards).resolve()),
-                          "tokenizer": train_data.manifest["consumed"]["tokenizer"],
-                          **({"base_model": base} if (base := shards_of_run(run_dir).get("base_model")) else {})},
-                produced={"step": step, "checkpoint": ckpt.tag_for(step), "tokens_seen": position * seq_len,
-                          "parameters": n_params},
-                config=json.loads(cfg.model_copy(update={"model": model_cfg}).model_dump_json()),
-            )
-            console.print(f"done: step {step}, checkpoint {run_dir / ckpt.tag_for(step)}")
+        if preempted:
+            clean = True
+            return EXIT_PREEMPTED
+        if run.rank == 0:
+            _finish(run, step, position, console)
         clean = True
         return 0
     finally:
         flag.restore()
         dist_env.shutdown(engine, barrier=clean)
+
+
+def _finish(run: Run, step: int, position: int, console: Console) -> None:
+    plot_loss(run.run_dir)
+    recorded = shards_of_run(run.run_dir)
+    write_manifest(
+        run.run_dir, stage="train",
+        consumed={"shards": recorded["shards"], **({"mixture": recorded["mixture"]} if "mixture" in recorded else {}),
+                  "tokenizer": run.stream.first.manifest["consumed"]["tokenizer"],
+                  **({"base_model": recorded["base_model"]} if recorded.get("base_model") else {})},
+        produced={"step": step, "checkpoint": ckpt.tag_for(step), "tokens_seen": position * run.stream.first.seq_len,
+                  "parameters": run.n_params, **run.stream.seen(position)},
+        config=json.loads(run.cfg.model_copy(update={"model": run.model_cfg}).model_dump_json()),
+    )
+    console.print(f"done: step {step}, checkpoint {run.run_dir / ckpt.tag_for(step)}")
+
+
+class StepLoop:
+    """The steps: micro-batches with accumulation, logs, validation, checkpoints, preemption."""
+
+    def __init__(self, run: Run, engine, scheduler, metrics: MetricsLog, flag: PreemptionFlag, console: Console,
+                 show_progress: bool):
+        self.run, self.engine, self.scheduler, self.metrics, self.flag = run, engine, scheduler, metrics, flag
+        self.console, self.show_progress = console, show_progress
+        self.loss_fn = loss_function(run.cfg.compile)
+        self.peak = peak_tflops(run.cfg.metrics.peak_tflops, run.device)
+        self.plain = run.rank == 0 and not (show_progress and console.is_terminal)  # job logs get plain lines
+
+    def step(self, position: int) -> float:
+        """One optimizer step over the global batch at `position`; this rank's mean micro-batch loss."""
+        run, cfg = self.run, self.run.cfg
+        loss_sum = 0.0
+        for micro in range(cfg.batch.grad_accum_steps):
+            positions = micro_batch_positions(position, micro, run.rank, run.world, cfg.batch.micro_batch_size)
+            x = run.stream.batch(positions).to(run.device)
+            loss = self.loss_fn(forward(self.engine, x, cfg, run.eos_id), x)
+            self.engine.backward(loss)
+            self.engine.step()
+            loss_sum += loss.item()
+        return loss_sum / cfg.batch.grad_accum_steps
+
+    def log(self, step: int, position: int, loss: float, lr: float, dt: float, steps: int) -> str:
+        run = self.run
+        seq_len = run.stream.first.seq_len
+        (loss_mean,) = dist_env.all_mean([loss], run.device)
+        tflops = run.flops_per_step * steps / dt / run.world / 1e12
+        grad_norm = self.engine.get_global_grad_norm()
+        record = {
+            "step": step, "loss": loss_mean, "lr": lr,
+            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+            "tokens_per_s": run.global_batch * seq_len * steps / dt,
+            "tflops_per_device": tflops, "mfu": tflops / self.peak if self.peak else None,
+            "tokens_seen": position * seq_len, **run.stream.seen(position),
+        }
+        self.metrics.log(record)
+        info = f"loss {loss_mean:.4f}  {record['tokens_per_s']:,.0f} tok/s"
+        if self.plain:
+            self.console.print(f"step {step}/{run.cfg.max_steps}  {info}  lr {lr:.2e}"
+                               + (f"  MFU {record['mfu']:.1%}" if record["mfu"] else ""))
+        return info
+
+    def until_done(self, step: int, position: int) -> tuple[int, int, bool]:
+        run, cfg = self.run, self.run.cfg
+        progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+            disable=run.rank != 0 or not self.show_progress,
+        )
+        with progress:
+            bar = progress.add_task("train", total=cfg.max_steps, completed=step, info="")
+            t0, window = time.perf_counter(), 0
+            while step < cfg.max_steps:
+                lr = self.scheduler.get_last_lr()[0]  # the lr this step uses; the engine advances it
+                loss = self.step(position)
+                step, position, window = step + 1, position + run.global_batch, window + 1
+                preempted = dist_env.any_rank(self.flag.raised, run.device)
+                if step % cfg.metrics.log_every == 0 or step == cfg.max_steps or preempted:
+                    info = self.log(step, position, loss, lr, time.perf_counter() - t0, window)
+                    progress.update(bar, info=info)
+                    t0, window = time.perf_counter(), 0
+                if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.max_steps):
+                    if record := validation_record(self.engine, run.stream, cfg, step, run.rank, run.world,
+                                                   run.device):
+                        self.metrics.log(record)
+                        if self.plain:
+                            self.console.print(f"step {step}/{cfg.max_steps}  validation loss {record['val_loss']:.4f}")
+                    t0 = time.perf_counter()
+                if preempted or step == cfg.max_steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
+                    _save(self.engine, run, step, position)
+                    t0 = time.perf_counter()
+                progress.update(bar, completed=step)
+                if preempted:
+                    if run.rank == 0:
+                        self.console.print(f"signal {self.flag.signal} received: checkpoint {ckpt.tag_for(step)} "
+                                           f"written, exiting with code {EXIT_PREEMPTED} so the job can be requeued")
+                    return step, position, True
+        return step, position, False
 
 
 def shards_of_run(run_dir: Path) -> dict:

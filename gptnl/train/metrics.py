@@ -69,7 +69,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def plot_loss(run_dir: Path) -> Path | None:
-    """Write `loss.png` (training and validation loss against step); None when there is nothing to plot."""
+    """Write `loss.png` (training and validation loss against step, and each mixture source's validation
+    loss); None when there is nothing to plot."""
     records = read_metrics(run_dir)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
@@ -84,6 +85,10 @@ def plot_loss(run_dir: Path) -> Path | None:
     ax.plot(*zip(*train, strict=False), label="train", linewidth=1.2)
     if val:
         ax.plot(*zip(*val, strict=False), "o-", label="validation", linewidth=1.2, markersize=3)
+    sources = sorted({k.split("/", 1)[1] for r in records for k in r if k.startswith("val_loss/")})
+    for name in sources:  # a mixture: each source's validation loss
+        points = [(r["step"], r[f"val_loss/{name}"]) for r in records if f"val_loss/{name}" in r]
+        ax.plot(*zip(*points, strict=False), ".--", label=f"validation: {name}", linewidth=0.9, markersize=3)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     run = Path(run_dir).resolve()

@@ -314,3 +314,61 @@ def test_continued_pretraining_from_a_transformers_llama(tmp_path, sample_shards
     (base / "tokenizer.json").write_text((base / "tokenizer.json").read_text() + "\n")  # any other file
     refused = run_trainer(cfg, tmp_path / "run2", 1, "--init-from", str(base))
     assert refused.returncode == 2 and "the shards were packed with another tokenizer" in refused.stderr
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _steps(run_dir):
+    """The step records without their timings."""
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "tflops_per_device", "mfu")}
+            for r in _records(run_dir) if "loss" in r]
+
+
+def test_mixture_resumes_after_sigkill_with_the_same_losses_and_counts(tmp_path, sample_tokenizer):
+    """Three shard sets at 0.6/0.3/0.1: a 2-process run killed with SIGKILL and resumed logs the same
+    loss and per-source counts at every step as an uninterrupted run; each source's validation loss
+    is logged, and a resume with other weights is refused unless allowed (then recorded)."""
+    sets = {}
+    for i, name in enumerate(("nl", "en", "code")):
+        sets[name] = tmp_path / name
+        pack(SAMPLE, sample_tokenizer, 64, sets[name], val_fraction=0.1 + 0.05 * i)
+    mixture = {"sources": [{"name": n, "shards": str(sets[n]), "weight": w}
+                           for n, w in (("nl", 0.6), ("en", 0.3), ("code", 0.1))]}
+    kw = dict(max_steps=24, checkpoint={"every": 6, "keep_last": 2}, eval={"every": 12, "batches": 1},
+              data={"seed": 7, "mixture": mixture})
+    ref_cfg = write_train_config(tmp_path / "ref.yaml", sets["nl"], **kw)
+    proc = run_trainer(ref_cfg, tmp_path / "ref")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reference = _records(tmp_path / "ref")
+    last = [r for r in reference if "loss" in r][-1]
+    seen = {n: last[f"tokens_seen/{n}"] for n in ("nl", "en", "code")}
+    assert sum(seen.values()) == last["tokens_seen"] == 24 * 16 * 64
+    for n, w in (("nl", 0.6), ("en", 0.3), ("code", 0.1)):
+        assert abs(seen[n] / last["tokens_seen"] - w) <= 0.01, seen
+    val = [r for r in reference if "val_loss" in r]
+    assert len(val) == 2 and all(f"val_loss/{n}" in r for r in val for n in ("nl", "en", "code"))
+
+    cfg = write_train_config(tmp_path / "cut.yaml", sets["nl"], **kw)
+    run = tmp_path / "cut"
+    victim = subprocess.Popen(trainer_cmd(cfg, run, 2), env=trainer_env(), start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_step(run, 8, victim)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert max(losses(run)) < 24, "the run finished before it could be killed"
+    proc = run_trainer(cfg, run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stdout
+    assert _steps(run) == _steps(tmp_path / "ref")  # loss, lr, grad norm and per-source counts, bit for bit
+
+    changed = {**mixture, "sources": [{**s, "weight": 1.0} for s in mixture["sources"]]}
+    more = dict(kw, max_steps=26, data={"seed": 7, "mixture": changed})
+    refused = run_trainer(write_train_config(tmp_path / "other.yaml", sets["nl"], **more), run, 1)
+    assert refused.returncode == 2 and "started with another data mixture" in refused.stderr
+    allowed = dict(more, data={"seed": 7, "mixture": {**changed, "allow_change": True}})
+    proc = run_trainer(write_train_config(tmp_path / "allowed.yaml", sets["nl"], **allowed), run, 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recorded = json.loads((run / "train_config.json").read_text())["mixture_changes"]
+    assert len(recorded) == 1 and recorded[0]["to"]["sources"][0]["weight"] == 1.0
