@@ -29,7 +29,7 @@ from gptnl.config import TrainConfig, load_model_config
 from gptnl.model import Llama
 from gptnl.train import distributed as dist_env
 from gptnl.train.engine import build, resolve_precision
-from gptnl.train.loop import lm_loss, loss_function
+from gptnl.train.loop import loss_function
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -56,7 +56,7 @@ class NameModel:
                           device=-1)
 
         def run(pieces: list[str]):
-            for piece, ents in zip(pieces, tagger(pieces) if pieces else [], strict=True):
+            for _piece, ents in zip(pieces, tagger(pieces) if pieces else [], strict=True):
                 yield [(e["start"], e["end"]) for e in ents
                        if e["entity_group"] in self.cfg.labels and e["score"] >= self.cfg.min_score]
         return run

@@ -82,7 +82,7 @@ def test_takedown_names_the_models_and_marks_their_cards(lineage, tmp_path):
     proc = takedown_cli(lineage["corpus"], ids, "--runs", str(lineage["runs"]))
     assert proc.returncode == 0, proc.stderr
     assert "1 document(s) removed" in proc.stdout
-    assert f"trained on this corpus (export, trained 20" in proc.stdout and "still training" in proc.stdout
+    assert "trained on this corpus (export, trained 20" in proc.stdout and "still training" in proc.stdout
     report_path = proc.stdout.split("takedown report: ")[1].split()[0]
     report = json.loads(open(report_path).read())
     trained = {d["path"]: d["stage"] for d in report["trained"]}

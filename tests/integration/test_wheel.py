@@ -4,8 +4,8 @@ set and runs `gptnl demo --quick`. Everything it reads comes from its package da
 
 The wheel is built from a copy of the working tree (an in-tree build would leave `build/` behind
 and could ship stale files from it). Packages come from the configured indexes, as a user's
-`pip install` would get them (and the local pip cache), at the versions of constraints.txt; vLLM, which lives in its own environment,
-is the clone's `.venv-vllm` named by GPTNL_VLLM_PYTHON (or that variable when already set)."""
+`pip install` would get them (and the local pip cache), at the versions of constraints.txt; vLLM,
+which lives in its own environment, is the clone's `.venv-vllm` named by GPTNL_VLLM_PYTHON (or that variable when already set)."""
 
 from __future__ import annotations
 

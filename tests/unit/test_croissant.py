@@ -9,13 +9,13 @@ import shutil
 
 import pytest
 import yaml
+from conftest import ROOT, SAMPLE
 
 from gptnl.config import load_recipe
 from gptnl.data_pipeline.build import build
 from gptnl.data_pipeline.croissant import CROISSANT, spdx_url
 from gptnl.data_pipeline.ledger import read_ledger
 from gptnl.fileio import sha256_file
-from conftest import ROOT, SAMPLE
 
 mlc = pytest.importorskip("mlcroissant")
 
