@@ -38,6 +38,13 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
     html = report.read_text()
     for section in ("Leaderboard", "Public values", "Comparison", "Model profiles", "baseline vs gptnl-tiny"):
         assert section in html
+    # plain language is scored against meaning: the tiny model's short nonsense does not win it
+    plain = [r for r in records if r["task"]["name"] in ("begrijpelijke-taal", "vereenvoudiging")]
+    assert plain and all(r["primary"] == "b1_share_faithful" for r in plain)
+    md = (out / "evals" / "report" / "report.md").read_text()
+    for task in ("begrijpelijke-taal", "vereenvoudiging"):
+        row = next(line for line in md.splitlines() if line.startswith(f"| {task} | b1_share_faithful |"))
+        assert not row.rstrip(" |").endswith("gptnl-tiny"), row
     canary = next(r for r in records if r["task"]["name"] == "privacy-canaries" and r["model"]["name"] == "gptnl-tiny")
     assert canary["metrics"]["exposure"]["n"] == 16 and canary["metrics"]["exposure"]["value"] is not None
 
