@@ -182,13 +182,7 @@ def _evaluate(out: Path, models: dict[str, Path], base_url: str, key: str, limit
 
 
 def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Console | None = None) -> None:
-    from gptnl import corpus as corpus_mod
-    from gptnl import tokenizer as tokenizer_mod
-    from gptnl.config import load_finetune_config, load_recipe, load_train_config
-    from gptnl.data_pipeline.build import build as build_corpus
-    from gptnl.fileio import read_manifest
-    from gptnl.pack import pack
-    from gptnl.train.export import export_run
+    from gptnl.config import load_finetune_config, load_train_config
 
     console = console or Console()
     if not SAMPLE.is_dir() or not TRAIN_CONFIG.is_file():
@@ -202,6 +196,34 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     max_steps = 80 if quick else load_train_config(TRAIN_CONFIG).max_steps
     sft_steps = 20 if quick else load_finetune_config(SFT_CONFIG).max_steps
 
+    corpus = _corpus_stage(out, console, starts)
+    tok_dir = _tokenizer_stage(out, corpus, console, starts)
+    _pack_stage(out, corpus, tok_dir, console, starts)
+    model_dir = _train_and_export(out, max_steps, quick, console, starts)
+    tuned = _finetune_stage(out, model_dir, sft_steps, quick, console, starts)
+
+    t = _stage(console, 7, "generate: continuations from the base model, chat answers from the tuned one", starts)
+    for text in generate(model_dir):
+        console.print(f"  • {text}")
+    for text in chat(tuned):
+        console.print(f"  ◦ {text}")
+    console.print(f"({time.perf_counter() - t:.1f}s)")
+    answers = _serve_and_evaluate(out, tuned, tok_dir, quick, console, starts)
+
+    from gptnl.demo_report import write_demo_report
+    from gptnl.modelcard import write_model_card
+
+    write_model_card(tuned, out / "evals")  # now with its evaluation results
+    html_report, _ = write_demo_report(out, _durations(starts, time.perf_counter()), answers)
+    console.print(f"model card of the tuned model: {tuned / 'README.md'}")
+    console.print(f"report (data card, training curve, evaluation): {html_report}")
+    console.rule(f"[bold green]demo done in {time.perf_counter() - start:.0f}s: outputs in {out}")
+
+
+def _corpus_stage(out: Path, console: Console, starts: list) -> Path:
+    from gptnl.config import load_recipe
+    from gptnl.data_pipeline.build import build as build_corpus
+
     t = _stage(console, 1, "corpus: licence gate, opt-outs, language ID, PII, quality, dedup → ledger", starts)
     corpus = out / "corpus"
     _reuse_or_make(console, corpus, lambda: build_corpus(RECIPE, load_recipe(RECIPE), corpus))
@@ -209,6 +231,12 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     console.print(f"{stats['inputs']} documents read, {stats['kept']} kept, {stats['refused']} refused "
                   f"({', '.join(f'{step} {sum(r.values())}' for step, r in stats['refused_by_step'].items())}); "
                   f"ledger and CARD.md in {corpus} ({time.perf_counter() - t:.1f}s)")
+    return corpus
+
+
+def _tokenizer_stage(out: Path, corpus: Path, console: Console, starts: list) -> Path:
+    from gptnl import corpus as corpus_mod
+    from gptnl import tokenizer as tokenizer_mod
 
     t = _stage(console, 2, "tokenizer: byte-level BPE on the corpus", starts)
     tok_dir = out / "tokenizer"
@@ -219,6 +247,12 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     fert = tokenizer_mod.fertility(tok, heldout.read_text(encoding="utf-8"))
     console.print(f"{tok.vocab_size} tokens; fertility on held-out Dutch: {fert['fertility']:.2f} tokens/word "
                   f"({time.perf_counter() - t:.1f}s)")
+    return tok_dir
+
+
+def _pack_stage(out: Path, corpus: Path, tok_dir: Path, console: Console, starts: list) -> Path:
+    from gptnl.fileio import read_manifest
+    from gptnl.pack import pack
 
     t = _stage(console, 3, "pack: documents → 256-token sequences, train/validation by id hash", starts)
     shards = out / "shards"
@@ -226,11 +260,16 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     splits = read_manifest(shards)["produced"]["splits"]
     console.print(", ".join(f"{s}: {v['documents']} docs, {v['tokens']:,} tokens" for s, v in splits.items())
                   + f" ({time.perf_counter() - t:.1f}s)")
+    return shards
+
+
+def _train_and_export(out: Path, max_steps: int, quick: bool, console: Console, starts: list) -> Path:
+    from gptnl.fileio import read_manifest
+    from gptnl.train.export import export_run
 
     t = _stage(console, 4, f"train: tiny Llama, DeepSpeed ZeRO-2, 2 CPU processes, {max_steps} steps", starts)
     run = out / "train"
-    done = _done(run) and read_manifest(run)["produced"]["step"] >= max_steps
-    if done:
+    if _done(run) and read_manifest(run)["produced"]["step"] >= max_steps:
         console.print(f"reusing {run}")
     else:
         _train(out, max_steps if quick else None, console)
@@ -243,6 +282,11 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     else:
         export_run(run, model_dir)
     console.print(f"{model_dir} ({time.perf_counter() - t:.1f}s)")
+    return model_dir
+
+
+def _finetune_stage(out: Path, model_dir: Path, sft_steps: int, quick: bool, console: Console, starts: list) -> Path:
+    from gptnl.fileio import read_manifest
 
     t = _stage(console, 6, f"finetune: Dutch instructions, loss on assistant turns, accelerate + DeepSpeed, "
                            f"2 CPU processes, {sft_steps} steps", starts)
@@ -259,16 +303,14 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     console.print(f"{report['train']} conversations to train on, {report['val']} held out, {report['refused']} "
                   f"refused; held-out loss {evals['val_loss_before']:.2f} → {evals['val_loss_after']:.2f} "
                   f"({time.perf_counter() - t:.1f}s)")
+    return tuned
 
-    t = _stage(console, 7, "generate: continuations from the base model, chat answers from the tuned one", starts)
-    for text in generate(model_dir):
-        console.print(f"  • {text}")
-    for text in chat(tuned):
-        console.print(f"  ◦ {text}")
-    console.print(f"({time.perf_counter() - t:.1f}s)")
-    t = _stage(console, 8, "serve: vLLM (CPU) behind the gateway, asked with the openai client", starts)
+
+def _serve_and_evaluate(out: Path, tuned: Path, tok_dir: Path, quick: bool, console: Console, starts: list):
+    """Stages 8 and 9 under one gateway: the openai client's questions, then the public-values suite."""
     from gptnl.evals.local import served
 
+    t = _stage(console, 8, "serve: vLLM (CPU) behind the gateway, asked with the openai client", starts)
     baseline = _baseline(out, tok_dir)
     models = {"gptnl-tiny": tuned, "baseline": baseline}
     console.print(f"[dim]$ gptnl serve {out / 'serving' / 'gateway.yaml'}   # gptnl-tiny ({tuned}) and a "
@@ -280,11 +322,4 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
         t = _stage(console, 9, "evaluate: the public-values suite on the tuned model and the baseline", starts)
         report = _evaluate(out, models, base_url, key, 8 if quick else 24, console)
     console.print(f"evaluation report: {report} ({time.perf_counter() - t:.1f}s)")
-    from gptnl.demo_report import write_demo_report
-    from gptnl.modelcard import write_model_card
-
-    write_model_card(tuned, out / "evals")  # now with its evaluation results
-    html_report, _ = write_demo_report(out, _durations(starts, time.perf_counter()), answers)
-    console.print(f"model card of the tuned model: {tuned / 'README.md'}")
-    console.print(f"report (data card, training curve, evaluation): {html_report}")
-    console.rule(f"[bold green]demo done in {time.perf_counter() - start:.0f}s: outputs in {out}")
+    return answers

@@ -77,6 +77,16 @@ def write_demo_report(out: Path, timings: dict[str, float], answers: list[tuple[
     d.para(f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by gptnl {__version__} on {platform.machine()}, "
            f"{platform.system()} (outputs in this folder).")
 
+    for section in (_data_sections, _training_sections, _evaluation_sections):
+        section(d, out, answers)
+    d.heading("Timings")
+    d.para("Seconds per stage in this run; a stage whose outputs were reused takes next to none.")
+    d.table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in timings.items()]
+            + [["total", f"{sum(timings.values()):.1f}"]])
+    return _write(d, out)
+
+
+def _data_sections(d: _Doc, out: Path, answers) -> None:
     d.heading("Corpus")
     stats = _json(out / "corpus" / "stats.json")
     d.para(f"{stats.get('inputs')} documents read, {stats.get('kept')} kept, {stats.get('refused')} refused; every "
@@ -94,6 +104,8 @@ def write_demo_report(out: Path, timings: dict[str, float], answers: list[tuple[
     d.para(f"Byte-level BPE, {tok.get('vocab_size', '?')} tokens; packed: "
            + ", ".join(f"{s} {v['tokens']:,} tokens from {v['documents']} documents" for s, v in splits.items()) + ".")
 
+
+def _training_sections(d: _Doc, out: Path, answers) -> None:
     d.heading("Training")
     run = out / "train"
     last, val = _last(run / "metrics.jsonl", "loss"), _last(run / "metrics.jsonl", "val_loss")
@@ -115,6 +127,8 @@ def write_demo_report(out: Path, timings: dict[str, float], answers: list[tuple[
            f"{ev.get('val_loss_after', float('nan')):.3f} after tuning. The conversation ledger is {{ledger}}.",
            {"ledger": _rel(out, out / "sft" / "data" / "ledger.jsonl")})
 
+
+def _evaluation_sections(d: _Doc, out: Path, answers) -> None:
     d.heading("Serving")
     audit = out / "serving" / "audit.jsonl"
     lines = audit.read_text(encoding="utf-8").splitlines() if audit.is_file() else []
@@ -142,11 +156,8 @@ def write_demo_report(out: Path, timings: dict[str, float], answers: list[tuple[
            "Dutch algorithm register: the pre-trained model {base}, the tuned model {tuned} (with its evaluation).",
            {"base": _rel(out, out / "model" / "README.md"), "tuned": _rel(out, out / "sft" / "model" / "README.md")})
 
-    d.heading("Timings")
-    d.para("Seconds per stage in this run; a stage whose outputs were reused takes next to none.")
-    d.table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in timings.items()]
-            + [["total", f"{sum(timings.values()):.1f}"]])
 
+def _write(d: _Doc, out: Path) -> tuple[Path, Path]:
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, "\n".join(d.md).rstrip() + "\n")
     style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;line-height:1.45}"

@@ -97,38 +97,20 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
 
     torch.manual_seed(cfg.seed)
     tokenizer, model, grew_vocab = load_base(base, torch.bfloat16 if bf16 else torch.float32)
-    renderer = ChatRenderer(tokenizer)
-    prepared = prepare(data, cfg.data, lambda c: renderer.length(c.messages, c.tools), cfg.seq_len)
-    train_enc = [renderer.encode(c.messages, c.tools) for c in prepared.train]
-    val_enc = [renderer.encode(c.messages, c.tools) for c in prepared.val]
+    prepared, train_enc, val_enc = _data(cfg, data, tokenizer, out if main else None)
     lengths = [len(e.ids) for e in train_enc]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if main:
-        (out / "data").mkdir(exist_ok=True)
-        atomic_write_text(out / "data" / "ledger.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                                                   for r in prepared.ledger))
-        atomic_write_json(out / "data" / "report.json", prepared.counts())
 
     if cfg.method == "lora":
         model = wrap_lora(model, cfg.lora, grew_vocab)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                   betas=cfg.optim.betas, eps=cfg.optim.eps)
     model, optimizer = acc.prepare(model, optimizer)
-    deepspeed = cfg.backend == "deepspeed"
 
     ckpt_dir = out / "checkpoints"
-    start = 0
     metrics = MetricsLog(out, enabled=main, tensorboard=False)
-    latest = ckpt.newest_complete(ckpt_dir)
-    if latest is not None:
-        if deepspeed:
-            ckpt.check_compatible(latest, world, cfg.zero_stage)
-        try:
-            acc.load_state(str(latest.path))
-        except Exception as exc:  # accelerate/DeepSpeed raise many types for a damaged or foreign state
-            raise CheckpointError(f"{latest.path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
-        start = latest.step
-        metrics.truncate_after(start)
+    start = _resume(acc, ckpt_dir, world, cfg)
+    metrics.truncate_after(start)
     evals = json.loads((out / "eval.json").read_text()) if (out / "eval.json").is_file() else {}
     if start == 0:
         evals = {"val_loss_before": evaluate(acc, model, val_enc, cfg.batch.micro_batch_size, pad_id)}
@@ -145,22 +127,10 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
                 group["lr"] = lr
             mine = B.micro_batches(step, lengths, cfg.batch.global_batch_size, cfg.batch.micro_batch_size,
                                    acc.process_index, acc.num_processes, cfg.seed)
-            (targets,) = _sum(acc, [sum(train_enc[i].targets for b in mine for i in b)])
-            t0, loss_sum, tokens = time.perf_counter(), 0.0, 0
-            for b in mine:
-                batch = {k: v.to(acc.device) for k, v in B.collate([train_enc[i] for i in b], pad_id).items()}
-                tokens += int(batch["attention_mask"].sum())
-                with acc.accumulate(model):
-                    nll, _ = _nll(model, batch)
-                    acc.backward(nll * (accum * acc.num_processes / targets))
-                    if not deepspeed and cfg.optim.grad_clip > 0 and acc.sync_gradients:
-                        acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                loss_sum += nll.item()
-            loss, tokens = _sum(acc, [loss_sum, tokens])
+            t0 = time.perf_counter()
+            loss, tokens = _step(acc, model, optimizer, [[train_enc[i] for i in b] for b in mine], pad_id, accum, cfg)
             done = step + 1
-            record = {"step": done, "loss": loss / targets, "lr": lr, "processes": acc.num_processes,
+            record = {"step": done, "loss": loss, "lr": lr, "processes": acc.num_processes,
                       "tokens": int(tokens), "tokens_per_s": tokens / (time.perf_counter() - t0),
                       "padding": B.padding_share(mine, lengths)}
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.max_steps:
@@ -182,6 +152,54 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
         progress.close()
         flag.restore()
         metrics.close()
+
+
+def _data(cfg: FinetuneConfig, data: Path, tokenizer, out: Path | None):
+    """The gated conversations, rendered; the main process writes their ledger and counts into `out`."""
+    renderer = ChatRenderer(tokenizer)
+    prepared = prepare(data, cfg.data, lambda c: renderer.length(c.messages, c.tools), cfg.seq_len)
+    train_enc = [renderer.encode(c.messages, c.tools) for c in prepared.train]
+    val_enc = [renderer.encode(c.messages, c.tools) for c in prepared.val]
+    if out is not None:
+        (out / "data").mkdir(exist_ok=True)
+        atomic_write_text(out / "data" / "ledger.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                                   for r in prepared.ledger))
+        atomic_write_json(out / "data" / "report.json", prepared.counts())
+    return prepared, train_enc, val_enc
+
+
+def _resume(acc, ckpt_dir: Path, world: int, cfg: FinetuneConfig) -> int:
+    """The step of the newest intact checkpoint, loaded; 0 when there is none."""
+    latest = ckpt.newest_complete(ckpt_dir)
+    if latest is None:
+        return 0
+    if cfg.backend == "deepspeed":
+        ckpt.check_compatible(latest, world, cfg.zero_stage)
+    try:
+        acc.load_state(str(latest.path))
+    except Exception as exc:  # accelerate/DeepSpeed raise many types for a damaged or foreign state
+        raise CheckpointError(f"{latest.path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
+    return latest.step
+
+
+def _step(acc, model, optimizer, batches: list[list], pad_id: int, accum: int, cfg: FinetuneConfig):
+    """One optimizer step over this process's micro-batches; (loss per target token, tokens) over
+    all processes. The loss is scaled by the global target count, so every token weighs the same."""
+    (targets,) = _sum(acc, [sum(e.targets for b in batches for e in b)])
+    loss_sum, tokens = 0.0, 0
+    for b in batches:
+        batch = {k: v.to(acc.device) for k, v in B.collate(b, pad_id).items()}
+        tokens += int(batch["attention_mask"].sum())
+        with acc.accumulate(model):
+            nll, _ = _nll(model, batch)
+            acc.backward(nll * (accum * acc.num_processes / targets))
+            if cfg.backend != "deepspeed" and cfg.optim.grad_clip > 0 and acc.sync_gradients:
+                acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad()
+        loss_sum += nll.item()
+    loss, tokens = _sum(acc, [loss_sum, tokens])
+    return loss / targets, tokens
 
 
 def _any(acc, flag: bool) -> bool:
