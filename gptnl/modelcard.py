@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from gptnl.data_pipeline.takedown_report import MODEL_TAKEDOWNS, card_section
 from gptnl.fileio import atomic_write_text, weights_fingerprint
 
 
@@ -285,7 +286,11 @@ def render(model_dir: Path, evals: Path | None = None) -> str:
             "the privacy-canaries exposure.", "",
             "## Algoritmeregister", "",
             *[f"**{key.replace('_', ' ').capitalize()}.** {text}\n" for key, text in register.items()]]
-    return "\n".join(out).rstrip() + "\n"
+    card = "\n".join(out).rstrip() + "\n"
+    takedowns = model_dir / MODEL_TAKEDOWNS  # kept by `gptnl data takedown`, so a rewritten card keeps them
+    if takedowns.is_file():
+        card += "\n" + card_section(json.loads(takedowns.read_text()))
+    return card
 
 
 def write_model_card(model_dir: Path, evals: Path | None = None) -> Path:

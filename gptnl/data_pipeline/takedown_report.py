@@ -35,7 +35,9 @@ def write_report(corpus: Path, report: TakedownReport) -> Path:
     return path
 
 
-def _section(rows: list[dict]) -> str:
+def card_section(rows: list[dict]) -> str:
+    """The card's "Known takedowns since training" section, between markers so it can be replaced."""
+
     def entries(r: dict) -> str:
         shown = ", ".join(f"`{e}`" for e in r["entries"][:5])
         return shown + (f" and {len(r['entries']) - 5} more" if len(r["entries"]) > 5 else "")
@@ -64,4 +66,4 @@ def mark_model_card(model_dir: Path, report: TakedownReport, report_path: Path) 
     text = card.read_text(encoding="utf-8") if card.is_file() else ""
     if BEGIN in text and END in text:
         text = text[:text.index(BEGIN)] + text[text.index(END) + len(END):].lstrip("\n")
-    atomic_write_text(card, text.rstrip("\n") + "\n\n" + _section(rows))
+    atomic_write_text(card, text.rstrip("\n") + "\n\n" + card_section(rows))

@@ -109,6 +109,11 @@ def test_takedown_names_the_models_and_marks_their_cards(lineage, tmp_path):
     assert card.count("## Known takedowns since training") == 1
     assert "`gptnl-sample-faq-0001`" in card and "`gptnl-sample-faq-0002`" in card
 
+    from gptnl.modelcard import write_model_card  # what `gptnl card` runs: a rewritten card keeps the section
+
+    rewritten = write_model_card(lineage["export"]).read_text()
+    assert rewritten.count("## Known takedowns since training") == 1 and "`gptnl-sample-faq-0002`" in rewritten
+
 
 def test_a_missing_runs_folder_is_one_clear_error(lineage, tmp_path):
     ids = tmp_path / "ids.txt"
