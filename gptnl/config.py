@@ -178,6 +178,10 @@ class DataConfig(Strict):
 class EvalConfig(Strict):
     every: int = Field(default=100, ge=0, description="0 disables validation")
     batches: int = Field(default=8, gt=0, description="micro-batches per process per validation")
+    tasks: list[str] = Field(default=[], description=(
+        "evaluation tasks (log-likelihood ones: multiple_choice, pairs) scored in-process at each validation, "
+        "each task's primary metric logged as eval/TASK/METRIC"))
+    task_limit: int | None = Field(default=64, gt=0, description="items per task at each evaluation (null: all)")
 
 
 class CheckpointConfig(Strict):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from gptnl.fileio import atomic_write_json, write_manifest
 from gptnl.model import Llama, document_ids
 from gptnl.train import checkpoint as ckpt
 from gptnl.train import distributed as dist_env
+from gptnl.train import evals as in_training
 from gptnl.train import init as initial
 from gptnl.train.data import Shards, micro_batch_positions, validation_indices
 from gptnl.train.engine import build, resolve_precision
@@ -154,6 +155,7 @@ class Run:
     n_params: int
     flops_per_step: float
     eos_id: int
+    tasks: list = field(default_factory=list)  # eval.tasks, loaded before the first step
 
 
 def _resume(engine, run: Run, universal: bool, console: Console) -> tuple[int, int]:
@@ -207,9 +209,9 @@ def _setup(cfg: TrainConfig, run_dir: Path, shards: Path | None, console: Consol
         run_dir.mkdir(parents=True, exist_ok=True)
         _record_run_config(run_dir, cfg.model_copy(update={"model": model_cfg}), stream)
     torch.distributed.barrier()
-    run = Run(cfg, run_dir, stream, model_cfg, rank, world, device, global_batch, 0, 0.0,
-              stream.first.manifest["produced"]["eos_id"])
-    return run
+    tasks = in_training.load_tasks(cfg.eval.tasks) if cfg.eval.tasks else []  # a bad name fails here, not at step N
+    return Run(cfg, run_dir, stream, model_cfg, rank, world, device, global_batch, 0, 0.0,
+               stream.first.manifest["produced"]["eos_id"], tasks)
 
 
 def _model(run: Run) -> Llama:
@@ -289,6 +291,7 @@ class StepLoop:
         self.loss_fn = loss_function(run.cfg.compile)
         self.peak = peak_tflops(run.cfg.metrics.peak_tflops, run.device)
         self.plain = run.rank == 0 and not (show_progress and console.is_terminal)  # job logs get plain lines
+        self.scorer = None
 
     def step(self, position: int) -> float:
         """One optimizer step over the global batch at `position`; this rank's mean micro-batch loss."""
@@ -323,6 +326,26 @@ class StepLoop:
                                + (f"  MFU {record['mfu']:.1%}" if record["mfu"] else ""))
         return info
 
+    def evaluate(self, step: int) -> None:
+        """Validation loss (per source for a mixture) and the `eval.tasks` scores, in one record."""
+        run, cfg = self.run, self.run.cfg
+        record = validation_record(self.engine, run.stream, cfg, step, run.rank, run.world, run.device)
+        if run.tasks:
+            if self.scorer is None:
+                self.scorer = in_training.LocalScorer(self.engine, in_training.tokenizer_of(run.stream.first.manifest),
+                                                      run.eos_id, run.stream.first.seq_len, run.device)
+            self.engine.eval()
+            record = {"step": step, **record,
+                      **in_training.task_metrics(run.tasks, self.scorer, cfg.eval.task_limit, cfg.data.seed)}
+            self.engine.train()
+        if not record:
+            return
+        self.metrics.log(record)
+        if self.plain:
+            shown = [f"validation loss {record['val_loss']:.4f}"] if "val_loss" in record else []
+            shown += [f"{k.removeprefix('eval/')} {v:.3f}" for k, v in record.items() if k.startswith("eval/")]
+            self.console.print(f"step {step}/{cfg.max_steps}  {'  '.join(shown)}")
+
     def until_done(self, step: int, position: int) -> tuple[int, int, bool]:
         run, cfg = self.run, self.run.cfg
         progress = Progress(
@@ -343,11 +366,7 @@ class StepLoop:
                     progress.update(bar, info=info)
                     t0, window = time.perf_counter(), 0
                 if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.max_steps):
-                    if record := validation_record(self.engine, run.stream, cfg, step, run.rank, run.world,
-                                                   run.device):
-                        self.metrics.log(record)
-                        if self.plain:
-                            self.console.print(f"step {step}/{cfg.max_steps}  validation loss {record['val_loss']:.4f}")
+                    self.evaluate(step)
                     t0 = time.perf_counter()
                 if preempted or step == cfg.max_steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
                     _save(self.engine, run, step, position)

@@ -172,13 +172,16 @@ def test_other_world_size_names_the_conversion_command(tmp_path, sample_shards):
 
 def test_trained_run_exports_to_a_model_transformers_loads(tmp_path, sample_shards):
     cfg = write_train_config(tmp_path / "t.yaml", sample_shards, max_steps=4, zero_stage=3,
-                             metrics={"log_every": 1, "tensorboard": True})
+                             metrics={"log_every": 1, "tensorboard": True},
+                             eval={"every": 4, "batches": 2, "tasks": ["kennis"], "task_limit": 4})
     run = tmp_path / "run"
     proc = run_trainer(cfg, run, 2)
     assert proc.returncode == 0, proc.stderr
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("val_loss" in r and r["val_ppl"] > 1 for r in records)
+    scored = [r for r in records if "eval/kennis/accuracy_norm" in r]  # in-process, ZeRO-3's collective forward
+    assert [r["step"] for r in scored] == [4] and 0 <= scored[0]["eval/kennis/accuracy_norm"] <= 1
     assert all(r["tokens_per_s"] > 0 and r["grad_norm"] is not None for r in records if "loss" in r)
     assert (run / "loss.png").stat().st_size > 1000
 
