@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_fixed
+
 from gptnl.evals.tasks import EvalError
 
 BATCH = 8  # prompts per log-likelihood request
@@ -26,16 +28,16 @@ class Cache:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
         self._lock = threading.Lock()
-        for attempt in range(100):  # switching to WAL takes a lock the busy timeout does not wait for
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                self._db.commit()
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 99:
-                    raise
-                time.sleep(0.1)
+        self._open()
+
+    @retry(retry=retry_if_exception(lambda e: isinstance(e, sqlite3.OperationalError) and "locked" in str(e)),
+           stop=stop_after_attempt(100), wait=wait_fixed(0.1), reraise=True)
+    def _open(self) -> None:
+        """Switch to WAL and make the table; switching takes a lock the busy timeout does not wait for,
+        so several workers opening one cache retry it."""
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.commit()
 
     def get(self, key: str) -> Any | None:
         with self._lock:

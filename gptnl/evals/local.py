@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,7 +54,6 @@ def served(models: dict[str, Path], workdir: Path, *, key_name: str = "eval", rp
     """Start `gptnl serve` for `models` ({served name: HF dir}); yields (base URL, API key) and stops
     the gateway and its replicas on exit. `reachable`: the gateway listens on every interface and
     the URL names this node's address, so that workers on other nodes can ask it (the key guards it)."""
-    import httpx
     import yaml
 
     from gptnl.serving.keys import KeyStore, hash_key
@@ -89,18 +87,7 @@ def served(models: dict[str, Path], workdir: Path, *, key_name: str = "eval", rp
     gateway = subprocess.Popen([sys.executable, "-m", "gptnl", "serve", str(config)], stdout=log,
                                stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if gateway.poll() is not None:
-                raise GptnlError(f"the gateway exited with code {gateway.returncode}; see {workdir / 'gateway.log'}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise GptnlError(f"the gateway did not become healthy in {timeout_s:.0f} s; see {workdir}/logs")
-            time.sleep(1)
+        _wait_healthy(gateway, port, timeout_s, workdir)
         yield f"http://{node_address() if reachable else '127.0.0.1'}:{port}/v1", key
     finally:
         gateway.send_signal(signal.SIGTERM)
@@ -109,3 +96,23 @@ def served(models: dict[str, Path], workdir: Path, *, key_name: str = "eval", rp
         except subprocess.TimeoutExpired:
             gateway.kill()
         log.close()
+
+
+def _wait_healthy(gateway: subprocess.Popen, port: int, timeout_s: float, workdir: Path) -> None:
+    """Poll the gateway's /health each second until it answers 200; a gateway that exits stops the wait."""
+    import httpx
+    from tenacity import RetryError, retry, retry_if_result, stop_after_delay, wait_fixed
+
+    @retry(retry=retry_if_result(lambda ok: not ok), stop=stop_after_delay(timeout_s), wait=wait_fixed(1))
+    def healthy() -> bool:
+        if gateway.poll() is not None:
+            raise GptnlError(f"the gateway exited with code {gateway.returncode}; see {workdir / 'gateway.log'}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        healthy()
+    except RetryError:
+        raise GptnlError(f"the gateway did not become healthy in {timeout_s:.0f} s; see {workdir}/logs") from None
