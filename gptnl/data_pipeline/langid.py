@@ -8,7 +8,6 @@ document when the top language is `nl` with at least the recipe's threshold.
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,6 +18,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from gptnl.assets import asset
 from gptnl.data_pipeline.ledger import refuse
+from gptnl.fileio import read_jsonl
 
 TESTSET = asset("data_pipeline", "langid", "testset.jsonl")
 
@@ -44,7 +44,7 @@ class LanguageId:
 
 
 def load_testset(path: Path = TESTSET) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def evaluate(items: list[dict], lid: LanguageId | None = None) -> dict:

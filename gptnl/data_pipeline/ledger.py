@@ -1,22 +1,24 @@
 """The ledger: one row per input document — kept, or refused by which step and why.
 
 Rows are written while the pipeline runs, by each filter's exclusion writer (refused) and by a
-writer after the last step (kept), one file per step and task. `assemble` merges them, proves
-that every input line of every source ended in exactly one row, and fails loudly if not.
+writer after the last step (kept), one file per step and task. `assemble` merges them (an external
+sort, so memory stays flat at any corpus size), proves that every input line of every source ended
+in exactly one row, and fails loudly if not.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
+import heapq
 import re
+import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 from datatrove.data import Document
 
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_bytes
+from gptnl.fileio import iter_jsonl, jsonl_text, jsonl_writer, read_jsonl, write_jsonl
 
 LEDGER = "ledger.jsonl.gz"
 
@@ -55,46 +57,80 @@ def _location_key(row: dict) -> tuple:
 def read_parts(parts_dir: Path) -> list[dict]:
     rows = []
     for path in sorted(Path(parts_dir).glob("*.jsonl")):
-        rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows += read_jsonl(path)
     return rows
 
 
+RUN_ROWS = 100_000  # rows sorted in memory at a time; the merge holds one row per run
+
+
+def _sorted_runs(parts_dir: Path, tmp: Path) -> list[Path]:
+    """The parts cut into runs of at most RUN_ROWS rows, each sorted by location (an external sort)."""
+    runs: list[Path] = []
+    chunk: list[dict] = []
+
+    def flush() -> None:
+        if chunk:
+            run = tmp / f"run-{len(runs):05d}.jsonl"
+            run.write_text(jsonl_text(sorted(chunk, key=_location_key)), encoding="utf-8")
+            runs.append(run)
+            chunk.clear()
+
+    for path in sorted(Path(parts_dir).glob("*.jsonl")):
+        for row in iter_jsonl(path):
+            chunk.append(row)
+            if len(chunk) >= RUN_ROWS:
+                flush()
+    flush()
+    return runs
+
+
 def assemble(parts_dir: Path, inputs: dict[str, int], out: Path) -> dict:
-    """Write `out/ledger.jsonl.gz`; return counts. Raises if any input is missing or counted twice."""
-    rows = read_parts(parts_dir)
-    seen = Counter((r["source"], r["location"]) for r in rows)
-    twice = [k for k, n in seen.items() if n > 1]
-    if twice:
-        raise GptnlError(f"ledger check failed: {len(twice)} input(s) recorded twice, e.g. {twice[0]}")
-    counts = source_counts(rows, inputs)
-    for source, c in counts.items():
-        if c["kept"] + c["refused"] != c["inputs"]:
-            raise GptnlError(
-                f"ledger check failed for source {source}: {c['inputs']} documents read, "
-                f"{c['kept']} kept + {c['refused']} refused = {c['kept'] + c['refused']}"
-            )
-    write_ledger(out, rows)
+    """Write `out/ledger.jsonl.gz` sorted by location; return counts. Raises if any input is missing
+    or counted twice. Streams: the parts are sorted in runs and merged, so memory stays flat however
+    large the corpus."""
+    per_source: dict[str, Counter] = defaultdict(Counter)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".ledger-") as tmp:
+        runs = _sorted_runs(parts_dir, Path(tmp))
+        merged = heapq.merge(*(iter_jsonl(r) for r in runs), key=_location_key)
+        last: tuple | None = None
+        with jsonl_writer(Path(out) / LEDGER) as write:  # the ledger appears only if every check passes
+            for row in merged:
+                key = (row["source"], row["location"])
+                if key == last:
+                    raise GptnlError(f"ledger check failed: an input recorded twice, e.g. {key}")
+                last = key
+                per_source[row["source"]][row["outcome"]] += 1
+                write(row)
+            counts = _counts(per_source, inputs)
+            for source, c in counts.items():
+                if c["kept"] + c["refused"] != c["inputs"]:
+                    raise GptnlError(
+                        f"ledger check failed for source {source}: {c['inputs']} documents read, "
+                        f"{c['kept']} kept + {c['refused']} refused = {c['kept'] + c['refused']}"
+                    )
     return counts
 
 
-def source_counts(rows: list[dict], inputs: dict[str, int]) -> dict[str, dict[str, int]]:
-    """{source: {inputs, kept, refused}} from ledger rows and the reader's input counts."""
-    per_source: dict[str, Counter] = defaultdict(Counter)
-    for r in rows:
-        per_source[r["source"]][r["outcome"]] += 1
+def _counts(per_source: dict[str, Counter], inputs: dict[str, int]) -> dict[str, dict[str, int]]:
     return {s: {"inputs": inputs.get(s, 0), "kept": per_source[s]["kept"], "refused": per_source[s]["refused"]}
             for s in sorted(set(inputs) | set(per_source))}
 
 
+def source_counts(rows: Iterable[dict], inputs: dict[str, int]) -> dict[str, dict[str, int]]:
+    """{source: {inputs, kept, refused}} from ledger rows and the reader's input counts."""
+    per_source: dict[str, Counter] = defaultdict(Counter)
+    for r in rows:
+        per_source[r["source"]][r["outcome"]] += 1
+    return _counts(per_source, inputs)
+
+
 def write_ledger(corpus: Path, rows: list[dict]) -> None:
-    rows = sorted(rows, key=_location_key)
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    atomic_write_bytes(Path(corpus) / LEDGER, gzip.compress(payload, mtime=0))
+    write_jsonl(Path(corpus) / LEDGER, sorted(rows, key=_location_key))
 
 
 def read_ledger(corpus: Path) -> list[dict]:
-    with gzip.open(Path(corpus) / LEDGER, "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return read_jsonl(Path(corpus) / LEDGER)
 
 
 def reason_category(reason: str) -> str:
@@ -102,15 +138,22 @@ def reason_category(reason: str) -> str:
     return re.sub(r"\s*\(.*$", "", reason).strip() or "unspecified"
 
 
-def corpus_stats(rows: list[dict], counts: dict, totals: dict[str, int], pii_mode: str) -> dict:
-    """`stats.json`: counts per source, refusals per step and reason, PII per kind, opt-outs."""
+def corpus_stats(rows: Iterable[dict], counts: dict, totals: dict[str, int], pii_mode: str) -> dict:
+    """`stats.json`: counts per source, refusals per step and reason, PII per kind, opt-outs; one
+    pass over the rows, so the ledger can be streamed."""
     refused: dict[str, dict[str, int]] = {}
+    licences: Counter = Counter()
+    opt_outs = {"tdm": 0, "blocklist": 0}
     for r in rows:
-        if r["outcome"] == "refused":
-            by_step = refused.setdefault(r["step"], {})
-            cat = reason_category(r["reason"])
-            by_step[cat] = by_step.get(cat, 0) + 1
-    licences = Counter(r["licence"] for r in rows if r["outcome"] == "kept")
+        if r["outcome"] == "kept":
+            licences[r["licence"]] += 1
+            continue
+        by_step = refused.setdefault(r["step"], {})
+        cat = reason_category(r["reason"])
+        by_step[cat] = by_step.get(cat, 0) + 1
+        if r["step"] == "opt-out":
+            opt_outs["tdm"] += "data mining" in r["reason"]
+            opt_outs["blocklist"] += "blocklist" in r["reason"]
     return {
         "sources": counts,
         "licences": dict(sorted(licences.items())),
@@ -120,8 +163,5 @@ def corpus_stats(rows: list[dict], counts: dict, totals: dict[str, int], pii_mod
         "refused_by_step": refused,
         "pii": {k.removeprefix("pii/"): int(v) for k, v in sorted(totals.items()) if k.startswith("pii/")},
         "pii_mode": pii_mode,
-        "opt_outs": {
-            "tdm": sum(1 for r in rows if r["step"] == "opt-out" and "data mining" in r["reason"]),
-            "blocklist": sum(1 for r in rows if r["step"] == "opt-out" and "blocklist" in r["reason"]),
-        },
+        "opt_outs": opt_outs,
     }

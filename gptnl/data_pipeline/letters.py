@@ -7,7 +7,6 @@ reader knows how much a name detector misses (recall) and how often it removes o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel
 from gptnl import pii
 from gptnl.assets import asset
 from gptnl.errors import GptnlError
+from gptnl.fileio import read_jsonl
 
 LETTERS = asset("data_pipeline", "pii", "letters.jsonl")
 
@@ -33,7 +33,7 @@ class NameScores(BaseModel):
 
 def load_letters(path: Path = LETTERS) -> list[dict]:
     try:
-        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = read_jsonl(path)
     except (OSError, ValueError) as exc:
         raise GptnlError(f"{path}: cannot read the test letters ({exc})") from None
     for row in rows:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from gptnl.config import FinetuneConfig
 from gptnl.errors import CheckpointError, GptnlError
-from gptnl.fileio import atomic_write_json, atomic_write_text
+from gptnl.fileio import atomic_write_json, write_jsonl
 from gptnl.finetune import batches as B
 from gptnl.finetune.conversations import prepare
 from gptnl.finetune.export import export
@@ -162,8 +162,7 @@ def _data(cfg: FinetuneConfig, data: Path, tokenizer, out: Path | None):
     val_enc = [renderer.encode(c.messages, c.tools) for c in prepared.val]
     if out is not None:
         (out / "data").mkdir(exist_ok=True)
-        atomic_write_text(out / "data" / "ledger.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                                                   for r in prepared.ledger))
+        write_jsonl(out / "data" / "ledger.jsonl", prepared.ledger)
         atomic_write_json(out / "data" / "report.json", prepared.counts())
     return prepared, train_enc, val_enc
 

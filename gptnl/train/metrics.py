@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from gptnl.fileio import atomic_write_text
+from gptnl.fileio import atomic_write_text, read_jsonl
 
 # Dense bf16 peak TFLOP/s per GPU, from the vendors' data sheets (without sparsity).
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "V100": 125.0}
@@ -65,7 +65,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def plot_loss(run_dir: Path) -> Path | None:

@@ -1,10 +1,10 @@
-"""The main job, as a user runs it: `gptnl demo --quick`, then again to see it reuse its outputs."""
+"""The main job, as a user runs it: `gptnl demo --quick` (of the installed wheel, run from a folder
+that is no checkout: the `wheel_demo` fixture, which the wheel test shares), then again to see it
+reuse its outputs."""
 
 import json
-import os
 import re
 import subprocess
-import sys
 
 import pytest
 import yaml
@@ -12,14 +12,11 @@ from conftest import ROOT
 
 from gptnl.demo_report import SECTIONS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the first user builds the wheel and its venv
 
 
-def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
-    out = tmp_path / "demo"
-    env = {**os.environ, "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "gptnl", "demo", "--quick", "--out", str(out)]
-    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+def test_demo_runs_end_to_end_and_reuses_outputs(wheel_demo):
+    out, first = wheel_demo.out, wheel_demo.first
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     for stage in ("1/9 corpus", "2/9 tokenizer", "3/9 pack", "4/9 train", "5/9 export", "6/9 finetune",
                   "7/9 generate", "8/9 serve", "9/9 evaluate", "demo done"):
@@ -71,7 +68,8 @@ def test_demo_runs_end_to_end_and_reuses_outputs(tmp_path):
     assert config["architectures"] == ["LlamaForCausalLM"]
     assert json.loads((out / "model" / "manifest.json").read_text())["produced"]["step"] == 80
 
-    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    second = subprocess.run(wheel_demo.cmd, capture_output=True, text=True, env=wheel_demo.env, cwd=wheel_demo.cwd,
+                            timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "279 documents read, 235 kept, 44 refused" in first.stdout
     assert (out / "corpus" / "CARD.md").is_file()

