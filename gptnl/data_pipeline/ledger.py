@@ -61,7 +61,8 @@ def read_parts(parts_dir: Path) -> list[dict]:
     return rows
 
 
-RUN_ROWS = 100_000  # rows sorted in memory at a time; the merge holds one row per run
+RUN_ROWS = 20_000  # rows sorted in memory at a time (about 30 MB)
+FAN_IN = 128  # runs merged at once (open files); more runs are merged in rounds first
 
 
 def _sorted_runs(parts_dir: Path, tmp: Path) -> list[Path]:
@@ -82,6 +83,18 @@ def _sorted_runs(parts_dir: Path, tmp: Path) -> list[Path]:
             if len(chunk) >= RUN_ROWS:
                 flush()
     flush()
+    while len(runs) > FAN_IN:  # a billion documents make 50,000 runs: merge them in rounds
+        merged = []
+        for i in range(0, len(runs), FAN_IN):
+            group = runs[i:i + FAN_IN]
+            run = tmp / f"round-{len(merged):05d}-{group[0].name}"
+            with jsonl_writer(run) as write:
+                for row in heapq.merge(*(iter_jsonl(r) for r in group), key=_location_key):
+                    write(row)
+            for r in group:
+                r.unlink()
+            merged.append(run)
+        runs = merged
     return runs
 
 

@@ -28,7 +28,8 @@ def write_parts(parts, all_rows, k):
 
 
 def test_the_merged_ledger_equals_one_big_sort(tmp_path, monkeypatch):
-    monkeypatch.setattr(ledger, "RUN_ROWS", 50)  # many runs from few rows
+    monkeypatch.setattr(ledger, "RUN_ROWS", 50)  # many runs from few rows,
+    monkeypatch.setattr(ledger, "FAN_IN", 4)  # merged in rounds
     everything = rows(1000) + rows(300, "t")
     write_parts(tmp_path / "parts", everything, 4)
     out = tmp_path / "corpus"
