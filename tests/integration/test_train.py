@@ -68,6 +68,17 @@ def test_zero_stages_0_to_3_train_and_agree(tmp_path, sample_shards):
         assert (exported[0](ids) - exported["_compiled"](ids)).abs().max().item() < 1e-3
 
 
+def kill_at_step(cfg, run, step: int) -> int:
+    """Start a 2-process run, SIGKILL its whole process group (as a node failure would) once `step`
+    is logged; the last step it logged."""
+    victim = subprocess.Popen(trainer_cmd(cfg, run, 2), env=trainer_env(), start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_step(run, step, victim)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    return max(losses(run))
+
+
 def test_exact_resume_after_sigkill(tmp_path, sample_shards):
     """A 2-process ZeRO-2 run is killed with SIGKILL (the whole process group, as a node failure
     would) after its step-8 checkpoint; the restart resumes and its losses equal the uninterrupted
@@ -83,12 +94,7 @@ def test_exact_resume_after_sigkill(tmp_path, sample_shards):
 
     cfg = write_train_config(tmp_path / "cut.yaml", sample_shards, **kw)
     run = tmp_path / "cut"
-    victim = subprocess.Popen(trainer_cmd(cfg, run, 2), env=trainer_env(), start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_step(run, 11, victim)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    killed_at = max(losses(run))
+    killed_at = kill_at_step(cfg, run, 11)
     assert killed_at < 40, "the run finished before it could be killed"
     assert (run / "global_step8" / "gptnl_complete.json").is_file()
 
@@ -355,12 +361,7 @@ def test_mixture_resumes_after_sigkill_with_the_same_losses_and_counts(tmp_path,
 
     cfg = write_train_config(tmp_path / "cut.yaml", sets["nl"], **kw)
     run = tmp_path / "cut"
-    victim = subprocess.Popen(trainer_cmd(cfg, run, 2), env=trainer_env(), start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_step(run, 8, victim)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    assert max(losses(run)) < 24, "the run finished before it could be killed"
+    assert kill_at_step(cfg, run, 8) < 24, "the run finished before it could be killed"
     proc = run_trainer(cfg, run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from" in proc.stdout
