@@ -64,7 +64,7 @@ def _record_run_config(run_dir: Path, cfg: TrainConfig, stream: Stream) -> dict:
     if old["train"].get("init_from") != run_cfg["train"]["init_from"]:
         raise ConfigError(f"{run_dir} continues from {old['train'].get('init_from') or 'a fresh initialisation'}, "
                           f"not {run_cfg['train']['init_from'] or 'a fresh initialisation'}; use a new --run-dir")
-    if old["train"]["model"] != run_cfg["train"]["model"]:
+    if ModelConfig.model_validate(old["train"]["model"]) != cfg.model:  # validated: a field added since has its default
         raise ConfigError(f"{run_dir} holds a run of a different model; use a new --run-dir")
     if old["tokenizer"]["checksum"] != run_cfg["tokenizer"]["checksum"]:
         raise ConfigError(f"{run_dir} was trained on shards of another tokenizer; use a new --run-dir")
