@@ -35,7 +35,7 @@ def model_config(cfg: TrainConfig, tokenizer_vocab: int) -> ModelConfig:
     base = model_config_from_hf(json.loads(config_file.read_text()), str(base_dir))
     if cfg.model is None:
         return base.with_vocab(tokenizer_vocab)
-    mine = cfg.model.with_vocab(base.vocab_size) if cfg.model.vocab_size is None else cfg.model
+    mine = cfg.model.model_copy(update={"vocab_size": base.vocab_size}) if cfg.model.vocab_size is None else cfg.model
     differ = [f"{f} {getattr(mine, f)!r} vs {getattr(base, f)!r}" for f in ARCHITECTURE
               if getattr(mine, f) != getattr(base, f)]
     if differ:

@@ -14,8 +14,8 @@ from gptnl.errors import ConfigError, GptnlError
 from gptnl.train import init
 
 
-def base_folder(tmp_path, **extra):
-    config = transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+def base_folder(tmp_path, vocab_size=512, **extra):
+    config = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                                       tie_word_embeddings=False, **extra)
     torch.manual_seed(0)
@@ -37,6 +37,12 @@ def test_a_config_that_differs_from_the_base_is_refused_naming_each_field(tmp_pa
         init.model_config(TrainConfig(model=mine, init_from=base, max_steps=1), tokenizer_vocab=500)
     listed = str(err.value).split("differs from the base model: ")[1].split(" (leave")[0].split("; ")
     assert listed == ["n_layers 3 vs 2", "kv_heads 4 vs 2"]  # the fields that agree are not listed
+
+
+def test_a_config_without_a_vocabulary_takes_the_bases_exactly(tmp_path):
+    base = base_folder(tmp_path, vocab_size=520)  # not a multiple of 64: no rounding up against the base
+    mine = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=160, tie_embeddings=False, norm_eps=1e-6)
+    assert init.model_config(TrainConfig(model=mine, init_from=base, max_steps=1), tokenizer_vocab=500).vocab_size == 520
 
 
 def test_a_tokenizer_larger_than_the_base_vocabulary_is_refused(tmp_path):
