@@ -42,7 +42,8 @@ def test_a_config_that_differs_from_the_base_is_refused_naming_each_field(tmp_pa
 def test_a_config_without_a_vocabulary_takes_the_bases_exactly(tmp_path):
     base = base_folder(tmp_path, vocab_size=520)  # not a multiple of 64: no rounding up against the base
     mine = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=160, tie_embeddings=False, norm_eps=1e-6)
-    assert init.model_config(TrainConfig(model=mine, init_from=base, max_steps=1), tokenizer_vocab=500).vocab_size == 520
+    cfg = TrainConfig(model=mine, init_from=base, max_steps=1)
+    assert init.model_config(cfg, tokenizer_vocab=500).vocab_size == 520
 
 
 def test_a_tokenizer_larger_than_the_base_vocabulary_is_refused(tmp_path):
