@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -120,7 +121,7 @@ def gw(tmp_path_factory, vllm_python, served_model):  # noqa: F811
                         "--metrics"),
         "slow": new_key(config, "slow", "--rpm", "2"),
         "tokens": new_key(config, "tokens", "--tpm", "120"),
-        "single": new_key(config, "single", "--max-concurrent", "1"),
+        "single": new_key(config, "single", "--max-concurrent", "1", "--tpm", "1000000"),
         "expired": new_key(config, "expired", "--expires", "2020-01-01"),
         "open": new_key(config, "open", "--no-output-guard", "--log-content"),
     }
@@ -308,12 +309,8 @@ def test_rate_token_and_concurrency_limits_answer_429_with_retry_after(gw):
     codes = sorted(code for code, _ in results)
     assert codes[0] == 200 and codes[-1] == 429, results
     assert all("1 requests in flight, its limit is 1" in m for code, m in results if code == 429)
-    # a client that goes away mid-stream frees its slot (and is audited as 499); the answer is long
-    # enough (16 x 448 tokens) that it cannot have been sent in full by the time the client leaves
-    long = {**body, "stream": True, "n": 16, "max_tokens": 448}
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=long, timeout=60,
-                      headers={"Authorization": f"Bearer {gw.keys['single']}"}) as held:
-        next(held.iter_lines())
+    # a client that goes away mid-stream frees its slot and is audited as 499
+    _leave_mid_stream(gw, gw.keys["single"], {**body, "stream": True, "max_tokens": 448})
     deadline = time.monotonic() + 10
     while _call(gw, gw.keys["single"])[0] != 200:
         assert time.monotonic() < deadline
@@ -324,6 +321,31 @@ def test_rate_token_and_concurrency_limits_answer_429_with_retry_after(gw):
     while 499 not in [r["status"] for r in gw.audit().values() if r["key"] == "single"]:
         assert time.monotonic() < deadline, [r["status"] for r in gw.audit().values() if r["key"] == "single"]
         time.sleep(0.2)
+
+
+def _leave_mid_stream(gw, key: str, body: dict) -> None:
+    """Read the first event of a stream, then go away. The socket's receive buffer is small and nothing
+    more is read, so the gateway cannot have sent the whole answer (64 x 448 tokens, megabytes of SSE)
+    when the client leaves, however fast the model is: its sends wait on the full window."""
+    host, port = httpx.URL(gw.url).host, httpx.URL(gw.url).port
+    payload = json.dumps(body).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: "
+                 + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+    sock.settimeout(60)
+    seen = b""
+    while b"data: " not in seen:
+        try:
+            data = sock.recv(1024)
+        except TimeoutError:
+            raise AssertionError(seen) from None
+        assert data, seen
+        seen += data
+    assert seen.startswith(b"HTTP/1.1 200"), seen[:200]
+    sock.close()
 
 
 def test_revoked_key_is_refused_without_a_restart(gw):
