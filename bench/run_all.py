@@ -253,7 +253,7 @@ QUICK: dict[str, tuple[str, ...]] = {
     "train_throughput": ("--seq-len", "64", "--batch", "2", "--steps", "2", "--blocks", "2", "--check-steps", "2"),
     "gateway_overhead": ("--clients", "2", "--seconds", "2", "--rounds", "1"),
     "sft_throughput": ("--steps", "4", "--global-batch", "4", "--micro-batch", "2", "--seq-len", "256"),  # 2 timed
-    "sweep_scaling": ("--limit", "2"),
+    "sweep_scaling": ("--limit", "2", "--workers", "2"),
     "eval_throughput": ("--items", "60"),
     "train_mfu_125m": ("--steps", "2", "--blocks", "2"),
     "train_mfu_1b": ("--steps", "2", "--blocks", "2"),

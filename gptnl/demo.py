@@ -193,8 +193,8 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
         shutil.rmtree(out)
     start = time.perf_counter()
     starts: list[tuple[str, float]] = []
-    max_steps = 80 if quick else load_train_config(TRAIN_CONFIG).max_steps
-    sft_steps = 20 if quick else load_finetune_config(SFT_CONFIG).max_steps
+    max_steps = 40 if quick else load_train_config(TRAIN_CONFIG).max_steps
+    sft_steps = 10 if quick else load_finetune_config(SFT_CONFIG).max_steps
 
     corpus = _corpus_stage(out, console, starts)
     tok_dir = _tokenizer_stage(out, corpus, console, starts)

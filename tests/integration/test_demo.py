@@ -66,7 +66,7 @@ def test_demo_runs_end_to_end_and_reuses_outputs(wheel_demo):
     assert (out / "train" / "loss.png").is_file()
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]
-    assert json.loads((out / "model" / "manifest.json").read_text())["produced"]["step"] == 80
+    assert json.loads((out / "model" / "manifest.json").read_text())["produced"]["step"] == 40
 
     second = subprocess.run(wheel_demo.cmd, capture_output=True, text=True, env=wheel_demo.env, cwd=wheel_demo.cwd,
                             timeout=600)
