@@ -40,6 +40,20 @@ def byte_progress(label: str, total: int):
         progress.update(task, completed=total)  # counted in text bytes; the files also hold JSON syntax
 
 
+@contextmanager
+def corpus_texts(corpus: Path, label: str):
+    """The corpus's texts, one document at a time, under a progress bar in bytes of text."""
+    from gptnl import corpus as corpus_mod
+
+    with byte_progress(label, corpus_mod.corpus_size(corpus)) as advance:
+        def texts():
+            for doc in corpus_mod.iter_documents(corpus):
+                advance(len(doc.text.encode("utf-8")))
+                yield doc.text
+
+        yield texts()
+
+
 @tokenizer_app.command("train")
 def tokenizer_train(
     corpus: Path = typer.Argument(..., help="Corpus dir (JSONL/JSONL.gz documents)."),
@@ -48,37 +62,62 @@ def tokenizer_train(
     min_frequency: int = typer.Option(2, "--min-frequency"),
 ) -> None:
     """Train a byte-level BPE tokenizer on a corpus dir."""
-    from gptnl import corpus as corpus_mod
     from gptnl import tokenizer as tokenizer_mod
 
-    with byte_progress("tokenizer", corpus_mod.corpus_size(corpus)) as advance:
-        def texts():
-            for doc in corpus_mod.iter_documents(corpus):
-                advance(len(doc.text.encode("utf-8")))
-                yield doc.text
-
-        tok = tokenizer_mod.train(texts(), vocab_size, out, min_frequency=min_frequency,
+    with corpus_texts(corpus, "tokenizer") as texts:
+        tok = tokenizer_mod.train(texts, vocab_size, out, min_frequency=min_frequency,
                                   source={"corpus": str(corpus)})
     console.print(f"tokenizer with {tok.vocab_size} tokens written to {out}")
     if tok.vocab_size < vocab_size:
         console.print(f"[yellow]the corpus supports only {tok.vocab_size} of the {vocab_size} tokens asked for")
 
 
+@tokenizer_app.command("extend")
+def tokenizer_extend(
+    base: Path = typer.Argument(..., help="Base tokenizer folder (a base model's folder holds one)."),
+    corpus: Path = typer.Argument(..., help="Corpus dir (JSONL/JSONL.gz documents) to learn the new tokens on."),
+    add: int = typer.Option(..., "--add", min=1, help="How many tokens to add."),
+    out: Path = typer.Option(..., "--out", help="Tokenizer folder to write."),
+    min_frequency: int = typer.Option(2, "--min-frequency", help="A new token is seen at least this often."),
+) -> None:
+    """Add Dutch tokens to a base model's BPE tokenizer; a run from the base then grows its embeddings."""
+    from gptnl import tokenizer_extend
+
+    with corpus_texts(corpus, "extend") as texts:
+        ext = tokenizer_extend.extend(base, texts, add, out, min_frequency=min_frequency,
+                                      source={"corpus": str(corpus)})
+    console.print(f"{len(ext.added)} tokens added (ids {ext.base_vocab_size}–{ext.vocab_size - 1}); "
+                  f"tokenizer written to {out}")
+    if len(ext.added) < add:
+        console.print(f"[yellow]the corpus has only {len(ext.added)} new pairs seen {min_frequency} times or more")
+
+
 @tokenizer_app.command("report")
 def tokenizer_report(
     tokenizer: Path = typer.Argument(..., help="Tokenizer folder."),
     text: Path = typer.Option(HELDOUT, "--text", help="Held-out plain-text file."),
+    base: Path = typer.Option(None, "--base", help=(
+        "A tokenizer to compare with (default: the base an extended tokenizer was made from).")),
 ) -> None:
-    """Fertility (tokens per word) of a tokenizer on held-out text."""
+    """Fertility (tokens per word) of a tokenizer on held-out text, beside its base's."""
     from gptnl import tokenizer as tokenizer_mod
+    from gptnl.tokenizer_extend import read_extension
 
     if not text.is_file():
         raise GptnlError(f"{text}: held-out text file not found")
-    report = tokenizer_mod.fertility(tokenizer_mod.load(tokenizer), text.read_text(encoding="utf-8"))
-    table = Table(title=f"{tokenizer} on {text}")
+    held = text.read_text(encoding="utf-8")
+    ext = read_extension(tokenizer)
+    if base is None and ext is not None and (Path(ext.base) / "tokenizer.json").is_file():
+        base = Path(ext.base)
+    columns = {"value": tokenizer_mod.fertility(tokenizer_mod.load(tokenizer), held)}
+    if base is not None:
+        columns = {"base": tokenizer_mod.fertility(tokenizer_mod.load(base), held), "tokenizer": columns["value"]}
+    table = Table(title=f"{tokenizer} on {text}" + (f" (base: {base})" if base is not None else ""))
+    table.add_column("")
+    for name in columns:
+        table.add_column(name)
     for key in ("words", "tokens", "characters", "fertility", "chars_per_token"):
-        v = report[key]
-        table.add_row(key, f"{v:.3f}" if isinstance(v, float) else str(v))
+        table.add_row(key, *(f"{c[key]:.3f}" if isinstance(c[key], float) else str(c[key]) for c in columns.values()))
     console.print(table)
 
 

@@ -18,6 +18,7 @@ from gptnl.config import ModelConfig, TrainConfig
 from gptnl.errors import CheckpointError, ConfigError, GptnlError
 from gptnl.fileio import atomic_write_json, write_manifest
 from gptnl.model import Llama, document_ids
+from gptnl.tokenizer_extend import VocabExtension
 from gptnl.train import checkpoint as ckpt
 from gptnl.train import distributed as dist_env
 from gptnl.train import evals as in_training
@@ -156,6 +157,7 @@ class Run:
     flops_per_step: float
     eos_id: int
     tasks: list = field(default_factory=list)  # eval.tasks, loaded before the first step
+    extension: VocabExtension | None = None  # the shards' tokenizer extends the base's
 
 
 def _resume(engine, run: Run, universal: bool, console: Console) -> tuple[int, int]:
@@ -201,8 +203,8 @@ def _setup(cfg: TrainConfig, run_dir: Path, shards: Path | None, console: Consol
     global_batch = cfg.batch.micro_batch_size * cfg.batch.grad_accum_steps * world
     stream = open_stream(cfg, find_shards(shards, cfg, run_dir), global_batch)
     seq_len = stream.first.seq_len
-    model_cfg = initial.model_config(cfg, stream.first.vocab_size)
-    initial.check_tokenizer(cfg, stream.first.manifest["consumed"]["tokenizer"])
+    extension = initial.check_tokenizer(cfg, stream.first.manifest["consumed"]["tokenizer"])
+    model_cfg = initial.model_config(cfg, stream.first.vocab_size, extension)
     if seq_len > model_cfg.max_seq_len:
         raise ConfigError(f"shards have seq_len {seq_len}, above the model's max_seq_len {model_cfg.max_seq_len}")
     if rank == 0:
@@ -211,14 +213,14 @@ def _setup(cfg: TrainConfig, run_dir: Path, shards: Path | None, console: Consol
     torch.distributed.barrier()
     tasks = in_training.load_tasks(cfg.eval.tasks) if cfg.eval.tasks else []  # a bad name fails here, not at step N
     return Run(cfg, run_dir, stream, model_cfg, rank, world, device, global_batch, 0, 0.0,
-               stream.first.manifest["produced"]["eos_id"], tasks)
+               stream.first.manifest["produced"]["eos_id"], tasks, extension)
 
 
 def _model(run: Run) -> Llama:
     torch.manual_seed(run.cfg.data.seed)
     model = Llama(run.model_cfg)
     if run.cfg.init_from is not None:
-        initial.load_base(model, run.cfg)  # a resumed run then loads its checkpoint over it
+        initial.load_base(model, run.cfg, run.extension)  # a resumed run then loads its checkpoint over it
     model = model.to(run.device)
     model.checkpoint_activations = run.cfg.activation_checkpointing
     if run.cfg.compile:

@@ -266,14 +266,12 @@ def test_document_masking_reaches_the_attention(tmp_path, sample_tokenizer):
     assert abs(first[True] - first[False]) > 1e-4, first
 
 
-def test_continued_pretraining_from_a_transformers_llama(tmp_path, sample_shards, sample_tokenizer):
+def transformers_base(tmp_path, tokenizer_dir):
     """A base shaped like Salamandra's or EuroLLM's (GQA, untied embeddings, llama3 RoPE scaling; cut
-    down), saved by transformers in shards: two processes continue it, the first step's loss is the
-    base's own loss on that batch, and the export computes what transformers computes."""
+    down), saved by transformers in shards, with the tokenizer the shards were packed with."""
     import shutil
 
     from gptnl import tokenizer as tokenizer_mod
-    from gptnl.train.data import SequenceOrder, Shards
 
     torch.manual_seed(21)
     config = transformers.LlamaConfig(
@@ -284,14 +282,26 @@ def test_continued_pretraining_from_a_transformers_llama(tmp_path, sample_shards
     base = tmp_path / "base"
     hf_base = transformers.LlamaForCausalLM(config).eval()
     hf_base.save_pretrained(str(base), safe_serialization=True, max_shard_size="500KB")
-    for name in tokenizer_mod.FILES:  # the base ships the tokenizer the shards were packed with
-        shutil.copy2(sample_tokenizer / name, base / name)
+    for name in tokenizer_mod.FILES:
+        shutil.copy2(tokenizer_dir / name, base / name)
     (base / "README.md").write_text("---\nlicense: apache-2.0\nlanguage: [nl, en]\n---\n# a base\n")
+    return base, hf_base
 
-    cfg = write_train_config(tmp_path / "t.yaml", sample_shards, max_steps=4, zero_stage=2)
+
+def config_without_model(cfg):
     data = yaml.safe_load(cfg.read_text())
     del data["model"]  # taken from the base
     cfg.write_text(yaml.safe_dump(data))
+    return cfg
+
+
+def test_continued_pretraining_from_a_transformers_llama(tmp_path, sample_shards, sample_tokenizer):
+    """Two processes continue a transformers Llama: the first step's loss is the base's own loss on
+    that batch, and the export computes what transformers computes."""
+    from gptnl.train.data import SequenceOrder, Shards
+
+    base, hf_base = transformers_base(tmp_path, sample_tokenizer)
+    cfg = config_without_model(write_train_config(tmp_path / "t.yaml", sample_shards, max_steps=4, zero_stage=2))
     run = tmp_path / "run"
     proc = run_trainer(cfg, run, 2, "--init-from", str(base))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -324,6 +334,40 @@ def test_continued_pretraining_from_a_transformers_llama(tmp_path, sample_shards
     refused = run_trainer(cfg, tmp_path / "run2", 1, "--init-from", str(base))
     assert refused.returncode == 2 and "the shards were packed with another tokenizer" in refused.stderr
 
+
+def test_continued_pretraining_with_an_extended_vocabulary(tmp_path, sample_tokenizer):
+    """Shards packed with the base's tokenizer extended by `gptnl tokenizer extend`: the run grows the
+    base's embedding and output matrices, each new row the mean of its pieces' rows, so its first loss
+    is what transformers computes for the base grown that way."""
+    from gptnl import tokenizer_extend
+    from gptnl.corpus import iter_documents
+    from gptnl.train.data import SequenceOrder, Shards
+
+    base, hf_base = transformers_base(tmp_path, sample_tokenizer)
+    ext = tokenizer_extend.extend(base, (d.text for d in iter_documents(SAMPLE)), 64, tmp_path / "nl")
+    assert (ext.base_vocab_size, ext.vocab_size) == (2000, 2064)  # the base's matrices have 2048 rows
+    shards = tmp_path / "shards"
+    pack(SAMPLE, tmp_path / "nl", 64, shards, val_fraction=0.1)
+    cfg = config_without_model(write_train_config(tmp_path / "t.yaml", shards, max_steps=1,
+                                                  checkpoint={"every": 0, "keep_last": 1}))
+    run = tmp_path / "run"
+    proc = run_trainer(cfg, run, 1, "--init-from", str(base))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "train_config.json").read_text())["train"]["model"]["vocab_size"] == 2112
+
+    grown = transformers.LlamaForCausalLM(hf_base.config).eval()
+    grown.resize_token_embeddings(2112)
+    state = hf_base.state_dict()
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        state[name] = tokenizer_extend.extend_rows(state[name], ext, 2112)
+    grown.load_state_dict(state)
+    train = Shards(shards, "train")
+    order = SequenceOrder(len(train), 7)
+    x = train.batch([order[p] for p in range(8)])  # step 1: 1 process x micro 4 x accumulation 2
+    assert int(x.max()) >= 2000  # the batch holds new tokens
+    with torch.no_grad():
+        expected = grown(x, labels=x).loss.item()
+    assert abs(losses(run)[1] - expected) < 1e-4, (losses(run)[1], expected)
 
 def _records(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

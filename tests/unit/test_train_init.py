@@ -72,3 +72,24 @@ def test_a_base_of_another_architecture_is_refused_in_one_line(tmp_path):
     (base / "config.json").write_text(json.dumps({"model_type": "mistral", "architectures": ["MistralForCausalLM"]}))
     with pytest.raises(GptnlError, match="MistralForCausalLM is not supported; supported: LlamaForCausalLM"):
         init.model_config(TrainConfig(init_from=base, max_steps=1), tokenizer_vocab=500)
+
+
+def test_shards_of_an_extended_tokenizer_are_allowed_only_on_the_base_it_extends(tmp_path):
+    from gptnl import tokenizer as tokenizer_mod
+    from gptnl import tokenizer_extend
+
+    base = base_folder(tmp_path)
+    texts = ["de gemeente en de provincie", "het waterschap en de gemeente"] * 20
+    tokenizer_mod.train(texts, 270, tmp_path / "tok")
+    (base / "tokenizer.json").write_bytes((tmp_path / "tok" / "tokenizer.json").read_bytes())
+    ext = tokenizer_extend.extend(base, texts, 8, tmp_path / "nl")
+    cfg = TrainConfig(init_from=base, max_steps=1)
+    packed = {"path": str(tmp_path / "nl"), "checksum": ext.checksum}
+    assert init.check_tokenizer(cfg, packed) == ext
+    assert init.model_config(cfg, ext.vocab_size, ext).vocab_size == 512  # the base's 512 rows hold them
+    assert init.check_tokenizer(cfg, {"path": str(base), "checksum": tokenizer_mod.checksum(base)}) is None
+    (base / "tokenizer.json").write_text((base / "tokenizer.json").read_text() + "\n")  # now another base
+    with pytest.raises(ConfigError, match="extends another base's tokenizer"):
+        init.check_tokenizer(cfg, packed)
+    with pytest.raises(ConfigError, match="packed with another tokenizer .* or with one made from it by"):
+        init.check_tokenizer(cfg, {"path": str(tmp_path / "tok"), "checksum": "0" * 64})
