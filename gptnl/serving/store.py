@@ -185,18 +185,20 @@ def check(limits: Limits, tokens: int, now: float, in_flight: int, count: int, u
     same rule in Lua.)"""
     if in_flight >= limits.max_concurrent:
         return Denial("concurrency", 1, in_flight)
-    if count >= limits.rpm:
-        return Denial("rpm", window()[count - limits.rpm][0] + WINDOW_S - now, count)
-    if tokens > limits.tpm:
+    if tokens > limits.tpm and count < limits.rpm:
         return Denial("tpm_request", WINDOW_S, used)
-    if used + tokens > limits.tpm:
-        freed, wait = 0, WINDOW_S
+    tpm_wait = 0.0
+    if used + tokens > limits.tpm and tokens <= limits.tpm:
+        freed, tpm_wait = 0, WINDOW_S
         for t0, n in window():
             freed += n
             if used - freed + tokens <= limits.tpm:
-                wait = t0 + WINDOW_S - now
+                tpm_wait = t0 + WINDOW_S - now
                 break
-        return Denial("tpm", wait, used)
+    if count >= limits.rpm:  # its Retry-After also waits for the tokens, so the retry passes both
+        return Denial("rpm", max(window()[count - limits.rpm][0] + WINDOW_S - now, tpm_wait), count)
+    if used + tokens > limits.tpm:
+        return Denial("tpm", tpm_wait, used)
     for reason, budget, spent, period in (("day", limits.budget_day, day_tokens, periods(now)[0]),
                                           ("month", limits.budget_month, month_tokens, periods(now)[1])):
         if budget is not None and spent + tokens > budget:
@@ -232,21 +234,23 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])
 local inflight = redis.call('ZCARD', KEYS[4])
 if inflight >= maxc then return {0, 'concurrency', '1', inflight} end
 local n = redis.call('ZCARD', KEYS[2])
-if n >= rpm then
-  local oldest = redis.call('ZRANGE', KEYS[2], n - rpm, n - rpm, 'WITHSCORES')
-  return {0, 'rpm', tostring(tonumber(oldest[2]) + win - now), n}
-end
 local used = tonumber(redis.call('GET', KEYS[7]) or '0')
-if tokens > tpm then return {0, 'tpm_request', tostring(win), used} end
-if used + tokens > tpm then
+if tokens > tpm and n < rpm then return {0, 'tpm_request', tostring(win), used} end
+local twait = 0
+if used + tokens > tpm and tokens <= tpm then
   local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-  local freed, wait = 0, win
+  local freed = 0
+  twait = win
   for i = 1, n do
     freed = freed + tonumber(redis.call('HGET', KEYS[3], entries[2 * i - 1]) or '0')
-    if used - freed + tokens <= tpm then wait = tonumber(entries[2 * i]) + win - now; break end
+    if used - freed + tokens <= tpm then twait = tonumber(entries[2 * i]) + win - now; break end
   end
-  return {0, 'tpm', tostring(wait), used}
 end
+if n >= rpm then
+  local oldest = redis.call('ZRANGE', KEYS[2], n - rpm, n - rpm, 'WITHSCORES')
+  return {0, 'rpm', tostring(math.max(tonumber(oldest[2]) + win - now, twait)), n}
+end
+if used + tokens > tpm then return {0, 'tpm', tostring(twait), used} end
 local day = tonumber(redis.call('GET', KEYS[5]) or '0')
 local month = tonumber(redis.call('GET', KEYS[6]) or '0')
 if bday >= 0 and day + tokens > bday then return {0, 'day', tostring(tonumber(ARGV[12]) - now), day} end

@@ -9,7 +9,7 @@ import copy
 import datetime as dt
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gptnl.config import GatewayConfig
@@ -235,6 +235,7 @@ def test_budgets_spent_before_a_restart_are_carried_over_from_the_audit_log(tmp_
 
 
 @settings(max_examples=150, deadline=None)
+@example(ops=[(0, 0, 0.0)] * 3 + [(1, 0, 0.0), (0, 141, 1.0), (0, 160, 0.0)])  # refused for rpm; tpm then too
 @given(ops=st.lists(st.tuples(st.sampled_from([0, 0, 0.5, 1, 7, 30, 59.5, 60, 61, 3600, 43200]),
                               st.integers(0, 160), st.floats(0, 1)), max_size=40))
 def test_no_window_or_day_ever_holds_more_than_the_limits_and_retry_after_is_enough(ops):
