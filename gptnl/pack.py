@@ -1,6 +1,7 @@
 """Tokenise a corpus dir into fixed-length training sequences in memory-mapped token shards.
 
-Documents are joined with EOS into one token stream per split and cut into sequences of
+Documents are joined with EOS (each opened with the tokenizer's BOS, when it adds one, as a base model
+saw in its own training) into one token stream per split and cut into sequences of
 `seq_len` tokens (labels are shifted inside a sequence, as OLMo does, so nothing is stored twice).
 A document goes to validation when a hash of its id falls under `val_fraction`: the split of a
 document never changes when others are added. Memory holds one batch of documents and one shard.
@@ -123,11 +124,11 @@ def pack(
     dtype = token_dtype(tok.vocab_size)
     seqs_per_shard = max(1, shard_tokens // seq_len)
     writers = {s: ShardWriter(out, s, seq_len, seqs_per_shard, dtype) for s in SPLITS}
-    eos = tok.eos_id
+    eos, bos = tok.eos_id, tok.bos_ids  # a base trained with a BOS before each document sees one here too
     for batch in _batches(corpus_mod.iter_documents(corpus), ENCODE_BATCH):
         encodings = tok.tokenizer.encode_batch([d.text for d in batch], add_special_tokens=False)
         for doc, enc in zip(batch, encodings, strict=True):
-            writers[split_of(doc.id, val_fraction)].add(enc.ids + [eos])
+            writers[split_of(doc.id, val_fraction)].add(bos + enc.ids + [eos])
         if progress:
             progress(sum(len(d.text.encode("utf-8")) for d in batch))
     splits = {s: w.finish() for s, w in writers.items()}
@@ -148,6 +149,7 @@ def pack(
             "seq_len": seq_len,
             "vocab_size": tok.vocab_size,
             "eos_id": eos,
+            "bos_ids": bos,
             "splits": splits,
         },
         config={"seq_len": seq_len, "val_fraction": val_fraction, "shard_tokens": shard_tokens},

@@ -118,20 +118,47 @@ class DutchTokenizer:
             raise GptnlError(f"{self.path}: tokenizer has no {token} token")
         return tid
 
+    def _config(self) -> dict:
+        config = self.path / "tokenizer_config.json"
+        if not config.is_file():
+            return {}
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except ValueError:
+            raise GptnlError(f"{config}: not a JSON object") from None
+        if not isinstance(data, dict):
+            raise GptnlError(f"{config}: not a JSON object")
+        return data
+
+    @staticmethod
+    def _name(token) -> str | None:
+        token = token.get("content") if isinstance(token, dict) else token
+        return token if isinstance(token, str) and token else None
+
     @property
     def eos_id(self) -> int:
         """The end-of-document token: the one `tokenizer_config.json` names (a base model's own, e.g.
         Llama 3's `<|end_of_text|>`), else gptnl's `</s>`."""
-        name = EOS
-        config = self.path / "tokenizer_config.json"
-        if config.is_file():
-            try:
-                eos = json.loads(config.read_text(encoding="utf-8")).get("eos_token")
-            except (ValueError, AttributeError):
-                raise GptnlError(f"{config}: not a JSON object") from None
-            eos = eos.get("content") if isinstance(eos, dict) else eos
-            name = eos if isinstance(eos, str) and eos else EOS
-        return self.id(name)
+        return self.id(self._name(self._config().get("eos_token")) or EOS)
+
+    @property
+    def bos_ids(self) -> list[int]:
+        """What the tokenizer puts before a text, as `transformers` does: the `bos_token` when
+        `tokenizer_config.json` sets `add_bos_token` (Llama 2, Mistral, Salamandra), else what
+        `tokenizer.json`'s post-processor adds in front (Llama 3's `<|begin_of_text|>`); gptnl's own
+        tokenizer adds nothing."""
+        config = self._config()
+        if "add_bos_token" in config:
+            name = self._name(config.get("bos_token"))
+            if not config["add_bos_token"]:
+                return []
+            if name is None:
+                raise GptnlError(f"{self.path}/tokenizer_config.json: add_bos_token is set but no bos_token")
+            return [self.id(name)]
+        plain = self.tokenizer.encode("a", add_special_tokens=False).ids
+        framed = self.tokenizer.encode("a", add_special_tokens=True).ids
+        start = next((i for i in range(len(framed)) if framed[i:i + len(plain)] == plain), 0)
+        return framed[:start]
 
 
 def build_untrained() -> Tokenizer:

@@ -129,3 +129,40 @@ def test_a_base_models_tokenizer_ends_documents_with_its_own_end_token(tmp_path,
     (base / "tokenizer_config.json").write_text(json.dumps({**config, "eos_token": "<|end_of_text|>"}))
     with pytest.raises(GptnlError, match=re.escape("tokenizer has no <|end_of_text|> token")):
         _ = tokenizer_mod.load(base).eos_id
+
+
+def test_a_base_that_adds_a_bos_token_gets_one_before_each_document(tmp_path, sample_tokenizer):
+    """Llama 2, Mistral and Salamandra set `add_bos_token` in tokenizer_config.json; Llama 3 adds
+    `<|begin_of_text|>` through tokenizer.json's post-processor. A base trained so saw a BOS before
+    each document, and so do its shards; gptnl's own tokenizer adds none."""
+    import shutil
+
+    from tokenizers import Tokenizer, processors
+
+    assert tokenizer_mod.load(sample_tokenizer).bos_ids == []
+    base = tmp_path / "base-tokenizer"
+    shutil.copytree(sample_tokenizer, base)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    (base / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True}))
+    tok = tokenizer_mod.load(base)
+    assert tok.bos_ids == [tok.id("<s>")]
+    manifest = pack(SAMPLE, base, 64, tmp_path / "shards", val_fraction=0.1)
+    assert manifest["produced"]["bos_ids"] == [tok.id("<s>")]
+    expected = []
+    for doc in iter_documents(SAMPLE):
+        if split_of(doc.id, 0.1) == "train":
+            expected += [tok.id("<s>")] + tok.tokenizer.encode(doc.text, add_special_tokens=False).ids + [tok.eos_id]
+    got = stream(tmp_path / "shards", "train")
+    assert got.tolist() == expected[: len(got)]
+
+    # Llama 3's way: no add_bos_token in the config, a template in the post-processor
+    del config["add_bos_token"]
+    (base / "tokenizer_config.json").write_text(json.dumps({**config, "bos_token": "<|begin_of_text|>"}))
+    fast = Tokenizer.from_file(str(base / "tokenizer.json"))
+    fast.post_processor = processors.TemplateProcessing(single="<|system|> $A", special_tokens=[
+        ("<|system|>", fast.token_to_id("<|system|>"))])
+    fast.save(str(base / "tokenizer.json"))
+    assert tokenizer_mod.load(base).bos_ids == [fast.token_to_id("<|system|>")]
+    (base / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True, "bos_token": None}))
+    with pytest.raises(GptnlError, match="add_bos_token is set but no bos_token"):
+        _ = tokenizer_mod.load(base).bos_ids
