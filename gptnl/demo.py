@@ -25,6 +25,8 @@ from gptnl.assets import asset
 from gptnl.errors import GptnlError
 
 SAMPLE = asset("data_pipeline", "sample")
+SAMPLE_EN = asset("data_pipeline", "sample-en")  # CC0 English, the mixture's second source
+MIXTURE = {"nl": 0.8, "en": 0.2}
 TRAIN_CONFIG = asset("configs", "train", "tiny-cpu.yaml")
 SFT_CONFIG = asset("configs", "finetune", "tiny-sft.yaml")
 INSTRUCTIONS = asset("data_pipeline", "instructions")
@@ -112,9 +114,26 @@ def _torchrun(what: str, args: list[str], max_steps: int | None, console: Consol
         raise GptnlError(f"{what} exited with code {proc.returncode}; see the output above")
 
 
+def train_config(out: Path) -> Path:
+    """The demo's training config: configs/train/tiny-cpu.yaml on a two-source mixture (the Dutch
+    corpus and the English sample), written beside the run so that it names the demo's shards."""
+    import yaml
+
+    from gptnl.config.base import read_yaml
+
+    data = read_yaml(TRAIN_CONFIG)
+    data["model"] = str((TRAIN_CONFIG.parent / data["model"]).resolve())
+    shards = {"nl": out / "shards", "en": out / "shards-en"}
+    data["data"] = {"seed": data["data"]["seed"], "mixture": {"exhausted": "repeat", "sources": [
+        {"name": name, "shards": str(shards[name].resolve()), "weight": w} for name, w in MIXTURE.items()]}}
+    path = out / "train.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def _train(out: Path, max_steps: int | None, console: Console) -> None:
-    _torchrun("training", ["gptnl.train", str(TRAIN_CONFIG), "--run-dir", str(out / "train"),
-                           "--shards", str(out / "shards")], max_steps, console)
+    _torchrun("training", ["gptnl.train", str(train_config(out)), "--run-dir", str(out / "train")],
+              max_steps, console)
 
 
 def _finetune(out: Path, max_steps: int | None, console: Console) -> None:
@@ -254,26 +273,38 @@ def _pack_stage(out: Path, corpus: Path, tok_dir: Path, console: Console, starts
     from gptnl.fileio import read_manifest
     from gptnl.pack import pack
 
-    t = _stage(console, 3, "pack: documents → 256-token sequences, train/validation by id hash", starts)
+    t = _stage(console, 3, "pack: the corpus and the English sample into 256-token sequences", starts)
     shards = out / "shards"
     _reuse_or_make(console, shards, lambda: pack(corpus, tok_dir, 256, shards, val_fraction=0.1))
-    splits = read_manifest(shards)["produced"]["splits"]
-    console.print(", ".join(f"{s}: {v['documents']} docs, {v['tokens']:,} tokens" for s, v in splits.items())
-                  + f" ({time.perf_counter() - t:.1f}s)")
+    english = out / "shards-en"
+    _reuse_or_make(console, english, lambda: pack(SAMPLE_EN, tok_dir, 256, english, val_fraction=0.2))
+    for name, path in (("nl", shards), ("en", english)):
+        splits = read_manifest(path)["produced"]["splits"]
+        console.print(f"{name}: " + ", ".join(f"{s}: {v['documents']} docs, {v['tokens']:,} tokens"
+                                              for s, v in splits.items())
+                      + (" (the bundled CC0 English sample, packed as it is)" if name == "en" else ""))
+    console.print(f"({time.perf_counter() - t:.1f}s)")
     return shards
 
 
 def _train_and_export(out: Path, max_steps: int, quick: bool, console: Console, starts: list) -> Path:
-    from gptnl.fileio import read_manifest
+    from gptnl.fileio import read_jsonl, read_manifest
     from gptnl.train.export import export_run
 
-    t = _stage(console, 4, f"train: tiny Llama, DeepSpeed ZeRO-2, 2 CPU processes, {max_steps} steps", starts)
+    mix = " + ".join(f"{n} {w:g}" for n, w in MIXTURE.items())
+    t = _stage(console, 4, f"train: tiny Llama, ZeRO-2, 2 processes, {max_steps} steps, {mix}", starts)
     run = out / "train"
+    recorded = run / "train_config.json"
+    if recorded.is_file() and not json.loads(recorded.read_text())["train"]["data"].get("mixture"):
+        shutil.rmtree(run)  # a run of an older demo, on the Dutch shards alone: it cannot resume on the mixture
     if _done(run) and read_manifest(run)["produced"]["step"] >= max_steps:
         console.print(f"reusing {run}")
     else:
         _train(out, max_steps if quick else None, console)
-    console.print(f"loss curve: {run / 'loss.png'} ({time.perf_counter() - t:.1f}s)")
+    seen = next((r for r in reversed(read_jsonl(run / "metrics.jsonl")) if "tokens_seen/en" in r), {})
+    console.print("tokens seen: " + ", ".join(f"{n} {seen.get(f'tokens_seen/{n}', 0):,}" for n in MIXTURE)
+                  + f"; loss curve with each source's validation loss: {run / 'loss.png'} "
+                  f"({time.perf_counter() - t:.1f}s)")
 
     t = _stage(console, 5, "export: Hugging Face LlamaForCausalLM folder", starts)
     model_dir = out / "model"

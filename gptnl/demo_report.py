@@ -114,6 +114,14 @@ def _training_sections(d: _Doc, out: Path, answers) -> None:
             [[produced.get("step"), f"{produced.get('tokens_seen', 0):,}", f"{produced.get('parameters', 0):,}",
               f"{last.get('loss', float('nan')):.3f}", f"{val.get('val_loss', float('nan')):.3f}",
               f"{val.get('val_ppl', float('nan')):.1f}", f"{last.get('tokens_per_s', 0):.0f}"]])
+    mixture = _json(run / "train_config.json").get("train", {}).get("data", {}).get("mixture") or {}
+    sources = mixture.get("sources", [])
+    if sources:  # a mixture: each source's share, what the run took of it, its own validation loss
+        seen = _last(run / "metrics.jsonl", f"tokens_seen/{sources[0]['name']}")
+        d.table(["source", "weight", "tokens seen", "epoch", "validation loss"],
+                [[s["name"], f"{s['weight']:g}", f"{seen.get('tokens_seen/' + s['name'], 0):,}",
+                  seen.get("epoch/" + s["name"], "—"), f"{val.get('val_loss/' + s['name'], float('nan')):.3f}"]
+                 for s in sources])
     d.para("Every logged step is in {metrics} (also as TensorBoard events where enabled).",
            {"metrics": _rel(out, run / "metrics.jsonl")})
     if (run / "loss.png").is_file():

@@ -67,13 +67,20 @@ def test_demo_runs_end_to_end_and_reuses_outputs(wheel_demo):
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]
     assert json.loads((out / "model" / "manifest.json").read_text())["produced"]["step"] == 40
+    # a two-source mixture: the Dutch corpus and the bundled English sample, each with its own curve
+    records = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    last = next(r for r in reversed(records) if "tokens_seen/en" in r)
+    assert 0.15 < last["tokens_seen/en"] / (last["tokens_seen/en"] + last["tokens_seen/nl"]) < 0.25
+    assert any("val_loss/en" in r for r in records) and any("val_loss/nl" in r for r in records)
+    md_main = (out / "report.md").read_text()
+    assert re.search(r"^\| en \| 0\.2 \| [\d,]+ \| \d+ \| \d+\.\d{3} \|$", md_main, re.M), md_main
 
     second = subprocess.run(wheel_demo.cmd, capture_output=True, text=True, env=wheel_demo.env, cwd=wheel_demo.cwd,
                             timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "279 documents read, 235 kept, 44 refused" in first.stdout
     assert (out / "corpus" / "CARD.md").is_file()
-    assert second.stdout.count("reusing") == 6
+    assert second.stdout.count("reusing") == 7
     assert f"{cells} of {cells} cells already in" in second.stdout + second.stderr  # the evaluation is not redone
     assert "torchrun" not in second.stdout  # training was not started again
     # everything it started, it stopped: no vLLM, gateway or trainer still runs from the demo's folder
