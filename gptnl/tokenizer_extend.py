@@ -15,7 +15,6 @@ tokenizer's checksum; the trainer reads it to allow shards of the extended token
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
 import re
@@ -30,6 +29,7 @@ from tokenizers import Tokenizer
 
 from gptnl.errors import GptnlError
 from gptnl.fileio import atomic_write_text, write_manifest
+from gptnl.tokenizer import checksum
 
 EXTENSION = "extension.json"
 _BYTE_TOKEN = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")  # SentencePiece byte fallback: its text is not the token's
@@ -53,10 +53,6 @@ class VocabExtension(BaseModel):
     base_vocab_size: int  # the first new id: every id below it is the base's
     vocab_size: int  # base_vocab_size + len(added)
     added: list[AddedToken]
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _words(tok: Tokenizer, texts: Iterable[str]) -> Counter[str]:
@@ -154,12 +150,15 @@ def extend(base_dir: Path, texts: Iterable[str], add: int, out: Path, *, min_fre
         raise GptnlError(f"{base_dir}: no tokenizer.json (a base model's folder, or a tokenizer folder)")
     if add < 1:
         raise GptnlError(f"--add {add}: add at least one token")
-    data = json.loads(base_file.read_text(encoding="utf-8"))
+    try:
+        text = base_file.read_text(encoding="utf-8")
+        data, tok = json.loads(text), Tokenizer.from_str(text)
+    except Exception as exc:  # noqa: BLE001 (tokenizers raises bare Exception on a bad file)
+        raise GptnlError(f"{base_file}: cannot be loaded ({str(exc).splitlines()[0][:200]})") from None
     model = data.get("model") or {}
     if model.get("type") != "BPE":
         raise GptnlError(f"{base_file}: a {model.get('type')} tokenizer; only BPE tokenizers (Llama, Mistral, "
                          "Salamandra, EuroLLM, gptnl's own) can be extended")
-    tok = Tokenizer.from_str(base_file.read_text(encoding="utf-8"))
     merges = learn_merges(tok, texts, add, min_frequency)
     if not merges:
         raise GptnlError(f"the corpus holds no pair seen {min_frequency} times that the base lacks as a token")
@@ -176,8 +175,8 @@ def extend(base_dir: Path, texts: Iterable[str], add: int, out: Path, *, min_fre
         if extra.name.startswith(("tokenizer", "special_tokens_map")) and extra.is_file() and extra != base_file:
             shutil.copy2(extra, out / extra.name)
     atomic_write_text(out / "tokenizer.json", json.dumps(data, ensure_ascii=False, indent=2))
-    ext = VocabExtension(base=str(base_dir.resolve()), base_checksum=_sha(base_file),
-                         checksum=_sha(out / "tokenizer.json"), base_vocab_size=first,
+    ext = VocabExtension(base=str(base_dir.resolve()), base_checksum=checksum(base_dir),
+                         checksum=checksum(out), base_vocab_size=first,
                          vocab_size=first + len(added), added=added)
     atomic_write_text(out / EXTENSION, ext.model_dump_json(indent=2))
     write_manifest(out, stage="tokenizer", consumed={"base": ext.base, "base_checksum": ext.base_checksum,

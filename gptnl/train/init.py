@@ -8,7 +8,6 @@ embedding row starts as the mean of its pieces' rows (`gptnl.tokenizer_extend`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from gptnl.config import ModelConfig, TrainConfig
 from gptnl.errors import ConfigError
 from gptnl.fileio import weights_fingerprint
+from gptnl.tokenizer import checksum as tokenizer_checksum
 from gptnl.tokenizer_extend import VocabExtension, extend_rows, read_extension
 
 # the fields that must agree between a config's model and the base's; max_seq_len and name may differ
@@ -60,7 +60,7 @@ def check_tokenizer(cfg: TrainConfig, shards_tokenizer: dict) -> VocabExtension 
     if not theirs.is_file():
         raise ConfigError(f"init_from {cfg.init_from}: no tokenizer.json, so the shards' tokenizer cannot be checked "
                           "against the base model's")
-    base_checksum = hashlib.sha256(theirs.read_bytes()).hexdigest()
+    base_checksum = tokenizer_checksum(Path(cfg.init_from))
     if base_checksum == shards_tokenizer["checksum"]:
         return None
     ext = read_extension(Path(shards_tokenizer["path"]))

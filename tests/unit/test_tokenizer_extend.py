@@ -134,6 +134,11 @@ def test_only_bpe_tokenizers_are_extended_and_a_corpus_without_new_pairs_says_so
         ext_mod.extend(tmp_path / "wp", ["a a a"], 5, tmp_path / "out")
     with pytest.raises(GptnlError, match="no tokenizer.json"):
         ext_mod.extend(tmp_path, ["a"], 5, tmp_path / "out")
+    (tmp_path / "broken").mkdir()
+    for bad in (b'{"model": {"type": "BPE"', b"\xff\xfe not text", b'{"model": {"type": "BPE", "vocab": 3}}'):
+        (tmp_path / "broken" / "tokenizer.json").write_bytes(bad)
+        with pytest.raises(GptnlError, match="tokenizer.json: cannot be loaded"):
+            ext_mod.extend(tmp_path / "broken", ["a"], 5, tmp_path / "out")
     with pytest.raises(GptnlError, match="no pair seen 2 times"):
         ext_mod.extend(byte_level[0], ["xq"], 5, tmp_path / "out")
     (tmp_path / "bad").mkdir()
