@@ -254,7 +254,7 @@ QUICK: dict[str, tuple[str, ...]] = {
     "gateway_overhead": ("--clients", "2", "--seconds", "2", "--rounds", "1"),
     "sft_throughput": ("--steps", "4", "--global-batch", "4", "--micro-batch", "2", "--seq-len", "256"),  # 2 timed
     "sweep_scaling": ("--limit", "2", "--workers", "2"),
-    "eval_throughput": ("--items", "60"),
+    "eval_throughput": ("--items", "30"),
     "train_mfu_125m": ("--steps", "2", "--blocks", "2"),
     "train_mfu_1b": ("--steps", "2", "--blocks", "2"),
 }

@@ -180,23 +180,37 @@ def _ask(base_url: str, key: str, console: Console) -> list[tuple[str, str]]:
     return [(QUESTIONS[0], first), (QUESTIONS[1], "".join(parts).strip())]
 
 
-def _evaluate(out: Path, models: dict[str, Path], base_url: str, key: str, limit: int, console: Console) -> Path:
-    """The public-values suite against every served model, as Ray tasks; returns the report's path."""
-    from gptnl.evals.report import write_report
+def _endpoints(models: dict[str, Path], base_url: str, key: str) -> dict:
     from gptnl.evals.results import ModelInfo
+    from gptnl.evals.sweep import Endpoint, weights_fingerprint
+
+    return {name: Endpoint(ModelInfo(name=name, endpoint=f"local:{path.resolve()}", model_id=name,
+                                     fingerprint=weights_fingerprint(path)), base_url, key)
+            for name, path in models.items()}
+
+
+def _cells(models: dict[str, Path], limit: int, base_url: str = "", key: str = "") -> tuple[list, dict, Path, dict]:
+    """The sweep's cells (their ids name the weights, the task and the settings, not the server)."""
     from gptnl.evals.spec import Settings
-    from gptnl.evals.sweep import Endpoint, execute, plan, weights_fingerprint
+    from gptnl.evals.sweep import plan
     from gptnl.evals.tasks import load_suite_tasks
 
     suite, tasks_dir, digest = load_suite_tasks(SUITE)
-    eps = {name: Endpoint(ModelInfo(name=name, endpoint=f"local:{path.resolve()}", model_id=name,
-                                    fingerprint=weights_fingerprint(path)), base_url, key)
-           for name, path in models.items()}
-    results = out / "evals"
+    eps = _endpoints(models, base_url, key)
     cells = plan(suite.tasks, tasks_dir, eps, [Settings(name="demo", limit=limit, device_power_w=65)])
-    console.print(f"[dim]$ gptnl eval sweep  # {len(cells)} cells: {len(models)} models x {len(suite.tasks)} tasks, "
-                  f"at most {limit} items each, on a local Ray")
-    execute(cells, tasks_dir, eps, {"name": suite.name, "sha256": digest}, results, use_ray=True, console=console)
+    return cells, eps, tasks_dir, {"name": suite.name, "sha256": digest}
+
+
+def _evaluate(out: Path, models: dict[str, Path], base_url: str, key: str, limit: int, console: Console) -> Path:
+    """The public-values suite against every served model, as Ray tasks; returns the report's path."""
+    from gptnl.evals.report import write_report
+    from gptnl.evals.sweep import execute
+
+    cells, eps, tasks_dir, suite = _cells(models, limit, base_url, key)
+    results = out / "evals"
+    console.print(f"[dim]$ gptnl eval sweep  # {len(cells)} cells: {len(models)} models x "
+                  f"{len(cells) // len(models)} tasks, at most {limit} items each, on a local Ray")
+    execute(cells, tasks_dir, eps, suite, results, use_ray=True, console=console)
     return write_report(results, results / "report")
 
 
@@ -227,7 +241,7 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
     for text in chat(tuned):
         console.print(f"  ◦ {text}")
     console.print(f"({time.perf_counter() - t:.1f}s)")
-    answers = _serve_and_evaluate(out, tuned, tok_dir, quick, console, starts)
+    answers, _ = _serve_and_evaluate(out, tuned, tok_dir, quick, console, starts)
 
     from gptnl.demo_report import write_demo_report
     from gptnl.modelcard import write_model_card
@@ -338,19 +352,34 @@ def _finetune_stage(out: Path, model_dir: Path, sft_steps: int, quick: bool, con
 
 
 def _serve_and_evaluate(out: Path, tuned: Path, tok_dir: Path, quick: bool, console: Console, starts: list):
-    """Stages 8 and 9 under one gateway: the openai client's questions, then the public-values suite."""
+    """Stages 8 and 9 under one gateway: the openai client's questions, then the public-values suite.
+    A rerun whose answers and cells are all recorded for these same weights starts no server."""
     from gptnl.evals.local import served
+    from gptnl.evals.sweep import pending
+    from gptnl.fileio import atomic_write_json, weights_fingerprint
 
     t = _stage(console, 8, "serve: vLLM (CPU) behind the gateway, asked with the openai client", starts)
     baseline = _baseline(out, tok_dir)
     models = {"gptnl-tiny": tuned, "baseline": baseline}
+    limit = 4 if quick else 24
+    recorded = out / "serving" / "answers.json"
+    fingerprints = {name: weights_fingerprint(path) for name, path in models.items()}
+    old = json.loads(recorded.read_text()) if recorded.is_file() else {}
+    if old.get("models") == fingerprints and not pending(_cells(models, limit)[0], out / "evals"):
+        console.print(f"reusing {recorded} and {out / 'evals' / 'results.jsonl'}: every answer and cell is "
+                      "recorded for these weights")
+        from gptnl.evals.report import write_report
+
+        _stage(console, 9, "evaluate: the public-values suite on the tuned model and the baseline", starts)
+        return [tuple(a) for a in old["answers"]], write_report(out / "evals", out / "evals" / "report")
     console.print(f"[dim]$ gptnl serve {out / 'serving' / 'gateway.yaml'}   # gptnl-tiny ({tuned}) and a "
                   f"random-init baseline ({baseline}), a key made for the demo")
     with served(models, out / "serving", key_name="demo") as (base_url, key):
         answers = _ask(base_url, key, console)
+        atomic_write_json(recorded, {"models": fingerprints, "answers": answers})
         console.print(f"the gateway's audit log: {out / 'serving' / 'audit.jsonl'}; its key: "
                       f"{out / 'serving' / 'demo.key'} (keys are stored hashed) ({time.perf_counter() - t:.1f}s)")
         t = _stage(console, 9, "evaluate: the public-values suite on the tuned model and the baseline", starts)
-        report = _evaluate(out, models, base_url, key, 8 if quick else 24, console)
+        report = _evaluate(out, models, base_url, key, limit, console)
     console.print(f"evaluation report: {report} ({time.perf_counter() - t:.1f}s)")
-    return answers
+    return answers, report

@@ -180,6 +180,12 @@ def _run_on_ray(todo: list[Cell], tasks_dir: Path, eps: dict[str, Endpoint], sui
     return failed
 
 
+def pending(cells: list[Cell], results_dir: Path) -> list[Cell]:
+    """The cells whose record is not yet in results_dir/results.jsonl."""
+    finished = {r["cell"] for r in res.read(Path(results_dir) / "results.jsonl")}
+    return [c for c in cells if c.id not in finished]
+
+
 def execute(cells: list[Cell], tasks_dir: Path, eps: dict[str, Endpoint], suite: dict | None, results_dir: Path,
             *, concurrency: int = 4, retries: int = 2, use_ray: bool = False, address: str | None = None,
             console: Console | None = None) -> dict:
@@ -190,8 +196,7 @@ def execute(cells: list[Cell], tasks_dir: Path, eps: dict[str, Endpoint], suite:
     from gptnl.evals.client import Cache
 
     Cache(results_dir / "cache.sqlite").close()  # created once here, before workers open it together
-    finished = {r["cell"] for r in res.read(results_dir / "results.jsonl")}
-    todo = [c for c in cells if c.id not in finished]
+    todo = pending(cells, results_dir)
     skipped = len(cells) - len(todo)
     if skipped:
         console.print(f"{skipped} of {len(cells)} cells already in {results_dir / 'results.jsonl'}: skipped")

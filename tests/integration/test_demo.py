@@ -10,6 +10,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
+from gptnl.demo import QUESTIONS
 from gptnl.demo_report import SECTIONS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the first user builds the wheel and its venv
@@ -30,6 +31,7 @@ def test_demo_runs_end_to_end_and_reuses_outputs(wheel_demo):
     report = out / "evals" / "report" / "report.html"
     assert f"evaluation report: {report}" in first.stdout.replace("\n", "")
     records = [json.loads(line) for line in (out / "evals" / "results.jsonl").read_text().splitlines()]
+    cell_records = records
     cells = 2 * len(yaml.safe_load((ROOT / "evals" / "suites" / "public-values.yaml").read_text())["tasks"])
     assert {r["model"]["name"] for r in records} == {"gptnl-tiny", "baseline"} and len(records) == cells
     html = report.read_text()
@@ -43,7 +45,7 @@ def test_demo_runs_end_to_end_and_reuses_outputs(wheel_demo):
         row = next(line for line in md.splitlines() if line.startswith(f"| {task} | b1_share_faithful |"))
         assert not row.rstrip(" |").endswith("gptnl-tiny"), row
     canary = next(r for r in records if r["task"]["name"] == "privacy-canaries" and r["model"]["name"] == "gptnl-tiny")
-    assert canary["metrics"]["exposure"]["n"] == 16 and canary["metrics"]["exposure"]["value"] is not None
+    assert canary["metrics"]["exposure"]["n"] == 8 and canary["metrics"]["exposure"]["value"] is not None
 
     # the one report: every section, and every link and image in it resolves inside the demo folder
     main = out / "report.html"
@@ -80,8 +82,16 @@ def test_demo_runs_end_to_end_and_reuses_outputs(wheel_demo):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "279 documents read, 235 kept, 44 refused" in first.stdout
     assert (out / "corpus" / "CARD.md").is_file()
-    assert second.stdout.count("reusing") == 7
-    assert f"{cells} of {cells} cells already in" in second.stdout + second.stderr  # the evaluation is not redone
+    assert second.stdout.count("reusing") == 8
+    # every answer and cell is recorded for these weights: no server is started, nothing is asked again
+    assert "every answer and cell is recorded for these weights" in second.stdout
+    assert len((out / "serving" / "audit.jsonl").read_text().splitlines()) == len(audit)
+    assert [json.loads(line)["cell"] for line in (out / "evals" / "results.jsonl").read_text().splitlines()] == \
+        [r["cell"] for r in cell_records]
+    recorded = json.loads((out / "serving" / "answers.json").read_text())
+    assert [q for q, _ in recorded["answers"]] == list(QUESTIONS)
+    assert set(recorded["models"]) == {"gptnl-tiny", "baseline"}
+    assert all(f"| {q} |" in (out / "report.md").read_text() for q in QUESTIONS)  # reported again, from the record
     assert "torchrun" not in second.stdout  # training was not started again
     # everything it started, it stopped: no vLLM, gateway or trainer still runs from the demo's folder
     assert subprocess.run(["pgrep", "-f", str(out)], capture_output=True).returncode == 1
