@@ -78,6 +78,18 @@ def scale(d: dict) -> list[Figures]:
              times(g["time_vs_linear"]), g["time_vs_linear"] <= 1.1 and g["peak_rss_factor"] <= 1.2)]
 
 
+def pack_rows(d: dict) -> list[Figures]:
+    """Per worker count against datatrove at the same count, and our 2-worker scaling."""
+    r1, r2 = d["runs"]
+    each = ", ".join(f"{r['workers']} worker(s) {r['gptnl_s']:.2f} s = {times(r['ratio'])}" for r in d["runs"])
+    same = "same shards from 1 and 2 workers" if d["same_shards_1_and_2_workers"] else "shards DIFFER, 1 vs 2 workers"
+    return [(f"{each} ({d['tokens']:,} tokens, {d['files']} files; {same})",
+             f"{r1['datatrove_s']:.2f} s, {r2['datatrove_s']:.2f} s", times(d["ratio"]),
+             d["ratio"] >= 1.0 and d["same_shards_1_and_2_workers"]),
+            (f"{r2['gptnl_s']:.2f} s on 2 workers (datatrove's own: {times(d['datatrove_scaling_2_over_1'])})",
+             f"{r1['gptnl_s']:.2f} s on 1", times(d["scaling_2_over_1"]), d["scaling_2_over_1"] >= 1.8)]
+
+
 def train(d: dict) -> list[Figures]:
     check = (f"; compiled vs eager loss over {d['compile_check_steps']} steps within "
              f"{d['compile_max_rel_loss_diff']:.0e} relative") if "compile_max_rel_loss_diff" in d else ""
@@ -145,6 +157,10 @@ def benchmarks(model: Path, cuda: bool) -> list[Bench]:
         Bench("pipeline_scale", (("corpus pipeline at scale (whole recipe; time vs linear, peak RSS per stage)",
                                   "≤ 1.10× linear, peak RSS flat (≤ 1.2×)"),),
               "the same recipe on the smallest corpus", ("bench/pipeline_scale.py",), scale),
+        Bench("pack_throughput", (("packing (`gptnl pack`, 1 and 2 workers)", "≥ 1.0× at each, same shards"),
+                                  ("packing, 2 workers over 1", "≥ 1.8×")),
+              "datatrove `JsonlReader` + `DocumentTokenizer` (same corpus, tokenizer, workers)",
+              ("bench/pack_throughput.py",), pack_rows),
         Bench("train_throughput", (("training throughput (same DeepSpeed engine)", "≥ 1.1"),),
               "HF `LlamaForCausalLM` (sdpa, its own loss, eager)", ("bench/train_throughput.py", "--compile"), train),
         Bench("gateway_overhead", (("gateway overhead (auth, limits, guard, audit on)",
@@ -250,6 +266,7 @@ def outcome(b: Bench, cmd: list[str], path: Path, run_it: bool, machine: str) ->
 QUICK: dict[str, tuple[str, ...]] = {
     "pipeline_throughput": ("--docs", "600"),
     "pipeline_scale": ("--quick",),
+    "pack_throughput": ("--docs", "2000", "--docs-per-file", "250", "--vocab", "2000", "--repeat", "1"),
     "train_throughput": ("--seq-len", "64", "--batch", "2", "--steps", "2", "--blocks", "2", "--check-steps", "2"),
     "gateway_overhead": ("--clients", "2", "--seconds", "2", "--rounds", "1"),
     "sft_throughput": ("--steps", "4", "--global-batch", "4", "--micro-batch", "2", "--seq-len", "256"),  # 2 timed

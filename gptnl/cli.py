@@ -32,9 +32,12 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks ins
 
 
 @contextmanager
-def byte_progress(label: str, total: int):
+def byte_progress(label: str, total: int, redirect: bool = True):
+    """A bar in bytes. `redirect=False` leaves sys.stdout and sys.stderr as they are (rich would route
+    them through its console lock, which a forked worker must not inherit)."""
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
+                  TimeElapsedColumn(), console=console, redirect_stdout=redirect,
+                  redirect_stderr=redirect) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
         progress.update(task, completed=total)  # counted in text bytes; the files also hold JSON syntax
@@ -220,14 +223,19 @@ def pack_cmd(
     seq_len: int = typer.Option(1024, "--seq-len"),
     val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of documents (by id hash) for validation."),
     shard_tokens: int = typer.Option(1 << 25, "--shard-tokens", help="Tokens per shard file."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Tasks at once, a corpus file each (datatrove's "
+                                "executor); the shards are the same for any number."),
+    executor: str = typer.Option("local", "--executor", help="local or ray (Slurm: `gptnl slurm submit pack`)."),
+    ray_address: str = typer.Option(None, "--ray-address", help="A running Ray cluster (default: a local Ray)."),
 ) -> None:
-    """Tokenise a corpus into fixed-length sequences in memory-mapped shards."""
+    """Tokenise a corpus into fixed-length sequences in memory-mapped shards. A killed run resumes with
+    the same command, redoing only the files it had not finished."""
     from gptnl import corpus as corpus_mod
     from gptnl.pack import pack
 
-    with byte_progress("pack", corpus_mod.corpus_size(corpus)) as advance:
+    with byte_progress("pack", corpus_mod.corpus_size(corpus), redirect=False) as advance:  # workers are forked
         manifest = pack(corpus, tokenizer, seq_len, out, val_fraction=val_fraction, shard_tokens=shard_tokens,
-                        progress=advance)
+                        progress=advance, workers=workers, executor=executor, ray_address=ray_address)
     for split, s in manifest["produced"]["splits"].items():
         console.print(f"{split}: {s['documents']} documents, {s['tokens']:,} tokens, {s['sequences']} sequences "
                       f"of {seq_len}, {len(s['shards'])} shard(s)")
@@ -543,6 +551,30 @@ def slurm_submit_data(
     print(stats["finalise"])
     typer.echo(f"submitted: job {stats['finalise']} finishes the corpus in {Path(out).resolve()} when every stage "
                f"is done; logs under {stats['logs']}", err=True)
+
+
+@submit_app.command("pack")
+def slurm_submit_pack(
+    corpus: Path = typer.Argument(..., help="Corpus dir on the cluster's shared filesystem."),
+    tokenizer: Path = typer.Option(..., "--tokenizer", help="Tokenizer folder."),
+    out: Path = typer.Option(..., "--out", help="Shards dir to write."),
+    cluster: Path = typer.Option(..., "--cluster", help="Cluster profile (slurm/clusters/*.yaml)."),
+    seq_len: int = typer.Option(1024, "--seq-len"),
+    val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of documents (by id hash) for validation."),
+    shard_tokens: int = typer.Option(1 << 25, "--shard-tokens", help="Tokens per shard file."),
+    tasks: int = typer.Option(None, "--tasks", min=1, help="Array tasks (default: one per corpus file)."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Array tasks running at once (default: no limit)."),
+) -> None:
+    """`gptnl pack` as an array job, a corpus file per task, and a job that merges the shards."""
+    from gptnl.config import load_cluster
+    from gptnl.pack.slurm import submit
+
+    jobs = submit(corpus, tokenizer, seq_len, out, val_fraction=val_fraction, shard_tokens=shard_tokens,
+                  cluster=load_cluster(cluster), tasks=tasks, workers=workers)
+    typer.echo("tasks: " + ("already complete" if jobs["tasks"] == -1 else f"job {jobs['tasks']}"), err=True)
+    print(jobs["merge"])
+    typer.echo(f"submitted: job {jobs['merge']} writes the shards in {Path(out).resolve()} when every task is done; "
+               f"logs under {jobs['logs']}", err=True)
 
 
 @submit_app.command("ray")

