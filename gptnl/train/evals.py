@@ -20,13 +20,16 @@ BATCH = 8
 
 class LocalScorer:
     """`loglik(pairs)` as the evaluation client answers it, from a causal LM's logits: the summed
-    log-probability of each continuation given its context (an empty context starts from EOS, as
-    lm-eval does), the context cut from the left to fit `max_len`."""
+    log-probability of each continuation given its context, the context cut from the left to fit
+    `max_len`. A model whose shards open each document with a BOS (`bos_ids` in their manifest, a
+    base such as Llama or Salamandra) gets it before each context, as it saw every text in training;
+    an empty context without one starts from EOS, as lm-eval does."""
 
     requests = cached = 0
 
-    def __init__(self, model, tokenizer, eos_id: int, max_len: int, device):
+    def __init__(self, model, tokenizer, eos_id: int, max_len: int, device, bos_ids: list[int] | tuple = ()):
         self.model, self.tokenizer, self.eos_id, self.max_len, self.device = model, tokenizer, eos_id, max_len, device
+        self.bos_ids = list(bos_ids)
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids if text else []
@@ -34,7 +37,7 @@ class LocalScorer:
     def loglik(self, pairs: list[tuple[str, str]], use_cache: bool = True) -> list[dict]:
         encoded = []
         for context, continuation in pairs:
-            ctx, cont = self._ids(context) or [self.eos_id], self._ids(continuation)
+            ctx, cont = (self.bos_ids + self._ids(context)) or [self.eos_id], self._ids(continuation)
             if not cont:
                 raise ConfigError(f"evaluation during training: the continuation {continuation!r} has no tokens")
             full = (ctx + cont)[-self.max_len:]

@@ -334,8 +334,10 @@ class StepLoop:
         record = validation_record(self.engine, run.stream, cfg, step, run.rank, run.world, run.device)
         if run.tasks:
             if self.scorer is None:
-                self.scorer = in_training.LocalScorer(self.engine, in_training.tokenizer_of(run.stream.first.manifest),
-                                                      run.eos_id, run.stream.first.seq_len, run.device)
+                manifest = run.stream.first.manifest
+                self.scorer = in_training.LocalScorer(self.engine, in_training.tokenizer_of(manifest), run.eos_id,
+                                                      run.stream.first.seq_len, run.device,
+                                                      bos_ids=manifest["produced"].get("bos_ids", []))
             self.engine.eval()
             record = {"step": step, **record,
                       **in_training.task_metrics(run.tasks, self.scorer, cfg.eval.task_limit, cfg.data.seed)}

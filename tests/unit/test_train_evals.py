@@ -43,6 +43,25 @@ def test_logliks_equal_transformers_on_the_export(tiny):
     assert ours[0] != ours[1]
 
 
+def test_a_model_trained_with_a_bos_scores_with_it(tiny):
+    """Shards whose documents open with a BOS (a Llama-style base): each context starts with it, as
+    every training text did, also an empty one."""
+    model, tok, out = tiny
+    bos = [3]
+    plain = evals.LocalScorer(model, tok.tokenizer, tok.eos_id, 256, "cpu")
+    scorer = evals.LocalScorer(model, tok.tokenizer, tok.eos_id, 256, "cpu", bos_ids=bos)
+    pairs = [("De hoofdstad van Nederland is", " Amsterdam"), ("", "Een zin zonder context.")]
+    ours = [a["loglik"] for a in scorer.loglik(pairs)]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    for (context, continuation), mine in zip(pairs, ours, strict=True):
+        ctx = bos + tok.tokenizer.encode(context, add_special_tokens=False).ids
+        cont = tok.tokenizer.encode(continuation, add_special_tokens=False).ids
+        with torch.no_grad():
+            logprobs = torch.log_softmax(hf(torch.tensor([ctx + cont])).logits[0], dim=-1)
+        assert mine == pytest.approx(sum(logprobs[len(ctx) - 1 + j, t].item() for j, t in enumerate(cont)), abs=1e-4)
+    assert all(abs(a - b["loglik"]) > 1e-4 for a, b in zip(ours, plain.loglik(pairs), strict=True))
+
+
 def test_registry_tasks_score_with_it(tiny):
     model, tok, _ = tiny
     scorer = evals.LocalScorer(model, tok.tokenizer, tok.eos_id, 256, "cpu")
