@@ -1,8 +1,9 @@
 """Read the documents of a corpus dir (the document format of docs/data.md), one at a time.
 
 A corpus dir holds JSONL or JSONL.gz files at its top level, or in a `documents/` folder when it
-has one (the corpus pipeline's output). Files are read in name order so every stage that reads
-the same dir sees the same documents in the same order. A line that is not a document stops the
+has one (the corpus pipeline's output; a corpus of several languages has a folder per language
+there, `documents/nl/`, `documents/en/`, each a corpus dir of its own for `gptnl pack`). Files are
+read in path order so every stage that reads the same dir sees the same documents in the same order. A line that is not a document stops the
 read with its file and line: stages after the pipeline must not guess what a broken line meant.
 """
 
@@ -34,10 +35,21 @@ def corpus_files(corpus: Path) -> list[Path]:
     if not corpus.is_dir():
         raise CorpusError(f"{corpus}: corpus dir not found")
     root = corpus / "documents" if (corpus / "documents").is_dir() else corpus
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
+    files = document_files(corpus) if root != corpus else \
+        sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
     if not files:
         raise CorpusError(f"{root}: no .jsonl or .jsonl.gz files in this corpus dir")
     return files
+
+
+def document_files(corpus: Path) -> list[Path]:
+    """The pipeline's document files of a corpus dir: `documents/*.jsonl.gz`, and those of its
+    per-language folders (`documents/<lang>/`), in path order."""
+    root = Path(corpus) / "documents"
+    if not root.is_dir():
+        return []
+    return sorted((p for pattern in ("*", "*/*") for p in root.glob(pattern)
+                   if p.is_file() and p.name.endswith(SUFFIXES)), key=lambda p: p.relative_to(root).parts)
 
 
 def _open(path: Path) -> io.TextIOBase:

@@ -64,8 +64,32 @@ class ReaderStep(Strict):
 
 
 class LanguageStep(Strict):
-    keep: str = "nl"
-    min_score: float = Field(default=0.65, ge=0, le=1)
+    """The languages a corpus keeps. One (`keep: nl`), or several (`keep: [nl, en]`): then each kept
+    language is written to its own folder, `documents/<lang>/`, a mixture source of its own, and
+    `min_score` may give each language its own threshold (`{nl: 0.65, en: 0.8}`)."""
+
+    keep: str | list[str] = Field(default="nl", description="a py3langid code, or a list of them")
+    min_score: float | dict[str, float] = Field(default=0.65, description="one threshold, or one per kept language")
+
+    @property
+    def languages(self) -> list[str]:
+        return [self.keep] if isinstance(self.keep, str) else list(self.keep)
+
+    def threshold(self, lang: str) -> float:
+        return self.min_score if isinstance(self.min_score, float | int) else self.min_score[lang]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LanguageStep:
+        langs = self.languages
+        if not langs or len(set(langs)) != len(langs):
+            raise ValueError(f"keep: one or more distinct language codes, got {self.keep}")
+        scores = [self.min_score] if isinstance(self.min_score, float | int) else list(self.min_score.values())
+        if any(not 0 <= v <= 1 for v in scores):
+            raise ValueError(f"min_score: thresholds lie in [0, 1], got {self.min_score}")
+        if isinstance(self.min_score, dict) and sorted(self.min_score) != sorted(langs):
+            raise ValueError(f"min_score: one threshold per kept language ({', '.join(langs)}), "
+                             f"got {', '.join(self.min_score) or 'none'}")
+        return self
 
 
 class PiiStep(Strict):
@@ -111,6 +135,15 @@ class QualityStep(Strict):
     min_sentences: int = Field(default=5, ge=0, description="C4: fewer sentences and the document is refused")
 
 
+# Gopher's own settings (datatrove's defaults, as FineWeb runs English) with its English stop words;
+# the alpha-word share stays at the Dutch recipe's 0.7, because the word tokeniser counts
+# punctuation as words (see the default recipe).
+ENGLISH_QUALITY = QualityStep(
+    max_avg_word_length=10, stop_words=["the", "be", "to", "of", "and", "that", "have", "with"],
+    max_duplicate_line_fraction=0.3, top_n_grams=[(2, 0.2), (3, 0.18), (4, 0.16)],
+    dup_n_grams=[(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)])
+
+
 class NearDedupStep(Strict):
     """MinHash near-duplicate removal (datatrove's four stages): 5-gram shingles, 14 bands of 8."""
 
@@ -136,11 +169,29 @@ class RecipeConfig(Strict):
     reader: ReaderStep = ReaderStep()
     language: LanguageStep = LanguageStep()
     pii: CorpusPiiStep = CorpusPiiStep()
-    quality: QualityStep = QualityStep()
+    quality: QualityStep = Field(default=QualityStep(), description="Dutch's thresholds (FineWeb-2 nld_Latn)")
+    quality_by_language: dict[str, QualityStep] = Field(
+        default={}, description="another kept language's thresholds; English defaults to Gopher's")
     exact_dedup: bool = True
     near_dedup: NearDedupStep = NearDedupStep()
     decontamination: DecontaminationStep = DecontaminationStep()
     tasks: int = Field(default=1, gt=0, description="input shards processed in parallel")
+
+    def quality_for(self, lang: str) -> QualityStep:
+        """A kept language's quality thresholds: its `quality_by_language` entry, else `quality` for
+        Dutch and Gopher's for English."""
+        if lang in self.quality_by_language:
+            return self.quality_by_language[lang]
+        return self.quality if lang == "nl" else ENGLISH_QUALITY
+
+    @model_validator(mode="after")
+    def _quality_per_kept_language(self) -> RecipeConfig:
+        missing = [lang for lang in self.language.languages
+                   if lang not in self.quality_by_language and lang not in ("nl", "en")]
+        if missing:
+            raise ValueError(f"language.keep: {', '.join(missing)} has no quality thresholds; give them under "
+                             f"quality_by_language.{missing[0]} (built in: nl, en)")
+        return self
 
 
 def load_licence_policy(path: Path) -> LicencePolicy:

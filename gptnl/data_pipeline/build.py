@@ -16,8 +16,10 @@ from pathlib import Path
 from datatrove.executor.local import LocalPipelineExecutor
 
 from gptnl.config import RecipeConfig, load_cluster, load_sources
+from gptnl.corpus import document_files
 from gptnl.data_pipeline import ledger as ledger_mod
 from gptnl.data_pipeline.card import write_card
+from gptnl.data_pipeline.composition import composition
 from gptnl.data_pipeline.inputs import Skipped, discover
 from gptnl.data_pipeline.stages import WORK, stages
 from gptnl.errors import GptnlError
@@ -148,6 +150,7 @@ def finalise(recipe_path: Path, recipe: RecipeConfig, out: Path, sources, files,
     inputs = {s.name: int(totals.get(f"input/{s.name}", 0)) for s in sources.sources}
     counts = ledger_mod.assemble(out / WORK / "ledger", inputs, out)
     stats = ledger_mod.corpus_stats(iter_jsonl(out / ledger_mod.LEDGER), counts, totals, recipe.pii.mode)
+    stats["composition"] = composition(out)
     atomic_write_json(out / "stats.json", stats)
     write_card(out, recipe, sources, stats)
     write_manifest(
@@ -156,7 +159,7 @@ def finalise(recipe_path: Path, recipe: RecipeConfig, out: Path, sources, files,
                   "files": [{"path": str(p), "sha256": sha256_file(p)} for _, p in files],
                   "skipped": [{"source": s.source, "path": s.path, "reason": s.reason} for s in skipped]},
         produced={"documents": stats["kept"], "ledger": ledger_mod.LEDGER,
-                  "shards": sorted(p.name for p in (out / "documents").glob("*.jsonl.gz"))},
+                  "shards": [p.relative_to(out / "documents").as_posix() for p in document_files(out)]},
         config=json.loads(recipe.model_dump_json()),
     )
     return stats

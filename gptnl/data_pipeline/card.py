@@ -55,6 +55,28 @@ def rewrite_card(corpus: Path) -> Path:
     return write_card(corpus, recipe, load_sources(recipe.sources), stats)
 
 
+def _language_line(recipe: RecipeConfig) -> str:
+    lang = recipe.language
+    if len(lang.languages) == 1:
+        return f"- Language kept: `{lang.languages[0]}` with a py3langid score of at least {lang.threshold(lang.keep)}"
+    each = ", ".join(f"`{code}` (score ≥ {lang.threshold(code)})" for code in lang.languages)
+    return f"- Languages kept: {each}, each in its own folder `documents/<lang>/` with its own quality thresholds"
+
+
+def _composition_lines(stats: dict) -> list[str]:
+    """Documents and words kept per source, licence and language (stats.json's `composition`)."""
+    comp = stats.get("composition")
+    if not comp or not comp["rows"]:
+        return []
+    return ["### Composition", "",
+            "Documents and words kept (words: runs of letters and digits; model tokens are counted by `gptnl pack`).",
+            "",
+            *_table(["source", "licence", "language", "documents", "words"],
+                    [[r["source"], r["licence"], r["lang"], r["documents"], f"{r['words']:,}"] for r in comp["rows"]]),
+            "", *_table(["language", "documents", "words"],
+                        [[lang, c["documents"], f"{c['words']:,}"] for lang, c in comp["languages"].items()]), ""]
+
+
 def write_card(out: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dict) -> Path:
     out = Path(out)
     policy = load_licence_policy(recipe.licences)
@@ -74,7 +96,7 @@ def write_card(out: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dic
         f"blocklist: `{recipe.blocklist.name if recipe.blocklist else 'none'}`",
         f"- Documents read: {stats['inputs']}; kept: {stats['kept']}; refused: {stats['refused']} "
         f"(every input is in `{ledger_mod.LEDGER}`, one row each)",
-        f"- Language kept: `{recipe.language.keep}` with a py3langid score of at least {recipe.language.min_score}",
+        _language_line(recipe),
         "",
         "## 2. List of data sources",
         "",
@@ -91,6 +113,7 @@ def write_card(out: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dic
         "",
         *_table(["licence", "documents kept"], [[k, v] for k, v in sorted(licences.items())]),
         "",
+        *_composition_lines(stats),
         "Obligations carried into models trained on this corpus: "
         + ("; ".join(obligations) if obligations else "none (all kept documents are public domain or CC0)."),
         "",

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from gptnl.config import RecipeConfig, SourcesFile
+from gptnl.corpus import document_files
 from gptnl.data_pipeline import ledger as ledger_mod
 from gptnl.fileio import atomic_write_json, code_version, sha256_file
 
@@ -69,10 +70,9 @@ def _record_set(name: str, file_set: str, fields: list[tuple[str, str, str]], de
 def croissant(corpus: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dict) -> dict:
     """The Croissant JSON-LD document of a corpus dir whose `documents/` and ledger are written."""
     corpus = Path(corpus)
-    shards = sorted((corpus / "documents").glob("*.jsonl.gz"))
-    files = [{"@type": "cr:FileObject", "@id": f"documents/{p.name}", "name": f"documents/{p.name}",
-              "contentUrl": f"documents/{p.name}", "encodingFormat": JSONL, "contentSize": f"{p.stat().st_size} B",
-              "sha256": sha256_file(p)} for p in shards]
+    shards = [p.relative_to(corpus).as_posix() for p in document_files(corpus)]
+    files = [{"@type": "cr:FileObject", "@id": p, "name": p, "contentUrl": p, "encodingFormat": JSONL,
+              "contentSize": f"{(corpus / p).stat().st_size} B", "sha256": sha256_file(corpus / p)} for p in shards]
     ledger = corpus / ledger_mod.LEDGER
     if ledger.is_file():
         files.append({"@type": "cr:FileObject", "@id": ledger_mod.LEDGER, "name": ledger_mod.LEDGER,
@@ -80,7 +80,8 @@ def croissant(corpus: Path, recipe: RecipeConfig, sources: SourcesFile, stats: d
                       "contentSize": f"{ledger.stat().st_size} B", "sha256": sha256_file(ledger)})
     files.append({"@type": "cr:FileSet", "@id": "document-files", "name": "document-files",
                   "description": "the kept documents, gzip-compressed JSON lines", "encodingFormat": JSONL,
-                  "includes": "documents/*.jsonl.gz"})
+                  "includes": "documents/*/*.jsonl.gz" if any(p.count("/") > 1 for p in shards)
+                  else "documents/*.jsonl.gz"})
     record_sets = [_record_set("documents", "document-files", DOCUMENT_FIELDS,
                                f"{stats['kept']} kept documents, one record each")]
     if ledger.is_file():

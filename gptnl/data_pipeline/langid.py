@@ -72,21 +72,24 @@ def evaluate(items: list[dict], lid: LanguageId | None = None) -> dict:
 
 
 class DutchLanguageFilter(BaseFilter):
-    """Keeps documents whose top language is `keep` with at least `min_score`; writes `lang`, `lang_score`."""
+    """Keeps documents whose top language is one of `keep` with at least its threshold (`min_score`:
+    one for all, or one per language); writes `lang`, `lang_score`."""
 
     name = "🗣️ language"
 
-    def __init__(self, keep: str = "nl", min_score: float = 0.65, exclusion_writer=None):
+    def __init__(self, keep: str | list[str] = "nl", min_score: float | dict[str, float] = 0.65,
+                 exclusion_writer=None):
         super().__init__(exclusion_writer)
-        self.keep, self.min_score = keep, min_score
+        self.keep = [keep] if isinstance(keep, str) else list(keep)
+        self.min_score = min_score if isinstance(min_score, dict) else {lang: min_score for lang in self.keep}
         self._lid: LanguageId | None = None
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         self._lid = self._lid or LanguageId()
         guess = self._lid.classify(doc.text)
         doc.metadata["lang"], doc.metadata["lang_score"] = guess.lang, round(guess.score, 4)
-        if guess.lang != self.keep:
+        if guess.lang not in self.keep:
             return refuse(doc, f"language {guess.lang}", f"{guess.score:.2f}")
-        if guess.score < self.min_score:
-            return refuse(doc, f"language {self.keep} below {self.min_score}", f"{guess.score:.2f}")
+        if guess.score < self.min_score[guess.lang]:
+            return refuse(doc, f"language {guess.lang} below {self.min_score[guess.lang]}", f"{guess.score:.2f}")
         return True

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.filters.c4_filters import C4QualityFilter
 from datatrove.pipeline.filters.gopher_quality_filter import GopherQualityFilter
 from datatrove.pipeline.filters.gopher_repetition_filter import GopherRepetitionFilter
@@ -32,6 +34,30 @@ class RegexWordTokenizer(WordTokenizer):
 
     def span_tokenize(self, text: str) -> list[tuple[int, int]]:
         return [m.span() for m in _WORD.finditer(text)]
+
+
+STEPS = ("quality", "repetition", "c4")
+
+
+class PerLanguage(BaseFilter):
+    """One quality step of a corpus that keeps several languages: each document is judged by the
+    filter of its language (`lang`, set by the language step), built from that language's
+    thresholds; refusals go to this step's one ledger writer."""
+
+    def __init__(self, step: str, filters: dict[str, BaseFilter], exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.name = f"{next(iter(filters.values())).name} ({', '.join(filters)})"
+        self.step, self.filters = step, filters
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.filters[doc.metadata["lang"]].filter(doc)
+
+
+def per_language_filters(by_language: dict[str, QualityStep], exclusion_writer_for) -> list:
+    """`quality_filters` for several kept languages, step by step, each with its language's settings."""
+    built = {lang: quality_filters(cfg, lambda step: None) for lang, cfg in by_language.items()}
+    return [PerLanguage(step, {lang: filters[i] for lang, filters in built.items()},
+                        exclusion_writer=exclusion_writer_for(step)) for i, step in enumerate(STEPS)]
 
 
 def quality_filters(cfg: QualityStep, exclusion_writer_for) -> list:

@@ -24,7 +24,7 @@ from gptnl.data_pipeline.extract import HtmlExtractor
 from gptnl.data_pipeline.gates import LicenceFilter, MalformedGate, OptOutFilter, read_blocklist
 from gptnl.data_pipeline.langid import DutchLanguageFilter
 from gptnl.data_pipeline.normalise import Normaliser
-from gptnl.data_pipeline.quality import RegexWordTokenizer, quality_filters
+from gptnl.data_pipeline.quality import RegexWordTokenizer, per_language_filters, quality_filters
 from gptnl.data_pipeline.reader import SourceReader
 from gptnl.data_pipeline.scrub import PiiScrubber
 
@@ -58,7 +58,7 @@ def filter_stage(recipe: RecipeConfig, out: Path) -> list:
         DutchLanguageFilter(recipe.language.keep, recipe.language.min_score,
                             exclusion_writer=ledger_writer(out, "language")),
         DutchBoilerplateFilter(exclusion_writer=ledger_writer(out, "boilerplate")),
-        *quality_filters(recipe.quality, lambda step: ledger_writer(out, step)),
+        *quality_steps(recipe, out),
         PiiScrubber(recipe.pii.mode, recipe.pii.seed, names=recipe.pii.names, ner=recipe.pii.ner),
     ]
     if recipe.exact_dedup:
@@ -70,14 +70,29 @@ def filter_stage(recipe: RecipeConfig, out: Path) -> list:
                                 adapter=DocumentRow())]
 
 
+def quality_steps(recipe: RecipeConfig, out: Path) -> list:
+    """Gopher quality, repetition and C4, with the kept language's thresholds (each language's own
+    when the recipe keeps several)."""
+    langs = recipe.language.languages
+    if len(langs) == 1:
+        return quality_filters(recipe.quality_for(langs[0]), lambda step: ledger_writer(out, step))
+    return per_language_filters({lang: recipe.quality_for(lang) for lang in langs},
+                                lambda step: ledger_writer(out, step))
+
+
+def document_files(recipe: RecipeConfig) -> str:
+    """Where the kept documents go: `documents/`, or `documents/<lang>/` per kept language."""
+    return "${lang}/${rank}.jsonl.gz" if len(recipe.language.languages) > 1 else "${rank}.jsonl.gz"
+
+
 def ledger_writer(out: Path, step: str, default_reason: str = "", outcome: str = "refused") -> JsonlWriter:
     name = "kept" if outcome == "kept" else step
     return JsonlWriter(str(out / WORK / "ledger"), output_filename=f"{name}-${{rank}}.jsonl", compression=None,
                        adapter=ledger_mod.LedgerRow(step, outcome=outcome, default_reason=default_reason))
 
 
-def final_writers(out: Path) -> list:
-    return [JsonlWriter(str(out / "documents"), output_filename="${rank}.jsonl.gz", adapter=DocumentRow()),
+def final_writers(out: Path, recipe: RecipeConfig) -> list:
+    return [JsonlWriter(str(out / "documents"), output_filename=document_files(recipe), adapter=DocumentRow()),
             ledger_writer(out, "", outcome="kept")]
 
 
@@ -102,7 +117,7 @@ def stages(recipe: RecipeConfig, out: Path) -> list[tuple[list, int, str]]:
     first = (filter_stage(recipe, out), recipe.tasks, "filter")
     nd = recipe.near_dedup
     if not nd.enabled:
-        return [first, ([reader(), *final_writers(out)], recipe.tasks, "write")]
+        return [first, ([reader(), *final_writers(out, recipe)], recipe.tasks, "write")]
     config = MinhashConfig(n_grams=nd.n_grams, num_buckets=nd.num_buckets, hashes_per_bucket=nd.hashes_per_bucket,
                            seed=nd.seed)
     mh = out / WORK / "minhash"
@@ -114,5 +129,5 @@ def stages(recipe: RecipeConfig, out: Path) -> list[tuple[list, int, str]]:
         ([MinhashDedupCluster(str(mh / "buckets"), str(mh / "remove"), config=config)], 1, "clusters"),
         ([reader(), MinhashDedupFilter(str(mh / "remove"), exclusion_writer=ledger_writer(
             out, "near-dedup", default_reason=f"near-duplicate (MinHash, {nd.n_grams}-gram shingles)")),
-          *final_writers(out)], recipe.tasks, "near-dedup"),
+          *final_writers(out, recipe)], recipe.tasks, "near-dedup"),
     ]

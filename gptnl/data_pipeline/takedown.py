@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 
 from gptnl.config import RecipeConfig, load_sources
+from gptnl.corpus import document_files
 from gptnl.data_pipeline import ledger as ledger_mod
 from gptnl.data_pipeline.card import write_card
+from gptnl.data_pipeline.composition import composition
 from gptnl.data_pipeline.descendants import descendants
 from gptnl.data_pipeline.gates import blocked, read_blocklist
 from gptnl.data_pipeline.stages import WORK
@@ -34,7 +36,7 @@ from gptnl.fileio import atomic_write_bytes, atomic_write_json, read_manifest
 
 def _rewrite_documents(corpus: Path, entries: frozenset[str]) -> dict[tuple[str, str], str]:
     removed: dict[tuple[str, str], str] = {}
-    for path in sorted((corpus / "documents").glob("*.jsonl.gz")):
+    for path in document_files(corpus):
         kept_lines, dropped = [], 0
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             for line in fh:
@@ -84,6 +86,7 @@ def takedown(corpus: Path, entries_file: Path, runs: list[Path] = ()) -> dict:
     recipe = RecipeConfig.model_validate(manifest["config"])
     counts = ledger_mod.source_counts(rows, {s: c["inputs"] for s, c in old["sources"].items()})
     stats = {**ledger_mod.corpus_stats(rows, counts, {}, recipe.pii.mode), "pii": old["pii"],
+             "composition": composition(corpus),
              "takedowns": [*old.get("takedowns", []), {"date": now[:10], "time": now,
                                                       "entries": sorted(entries), "removed": len(removed)}]}
     atomic_write_json(corpus / "stats.json", stats)
