@@ -3,8 +3,9 @@
 A corpus dir holds JSONL or JSONL.gz files at its top level, or in a `documents/` folder when it
 has one (the corpus pipeline's output; a corpus of several languages has a folder per language
 there, `documents/nl/`, `documents/en/`, each a corpus dir of its own for `gptnl pack`). Files are
-read in path order so every stage that reads the same dir sees the same documents in the same order. A line that is not a document stops the
-read with its file and line: stages after the pipeline must not guess what a broken line meant.
+read in path order so every stage that reads the same dir sees the same documents in the same
+order. A line that is not a document stops the read with its file and line: stages after the
+pipeline must not guess what a broken line meant.
 """
 
 from __future__ import annotations
