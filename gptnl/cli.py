@@ -512,6 +512,8 @@ def slurm_submit_finetune(
     max_steps: int = typer.Option(None, "--max-steps", help="Overrides max_steps."),
     grace: int = typer.Option(None, "--grace", help="Seconds before the time limit to checkpoint and requeue."),
     max_restarts: int = typer.Option(None, "--max-restarts", help="Requeues allowed (default: the profile's)."),
+    universal: bool = typer.Option(False, "--universal", help=(
+        "The first run resumes from the converted universal checkpoint (another node count).")),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script; submit nothing."),
 ) -> None:
     """Fine-tune as a Slurm job: the training job's shape, checkpoint on SIGUSR1 and requeue."""
@@ -519,7 +521,7 @@ def slurm_submit_finetune(
 
     job = render_finetune(config, cluster, base=base, data=data, out=out, nodes=nodes, time=time,
                           partition=partition, gpus_per_node=gpus_per_node, max_steps=max_steps, grace_s=grace,
-                          max_restarts=max_restarts)
+                          max_restarts=max_restarts, universal=universal)
     if dry_run:
         print(job.script, end="")
         return

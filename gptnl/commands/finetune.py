@@ -19,13 +19,16 @@ def finetune_cmd(
     max_steps: int = typer.Option(None, "--max-steps", help="Same as --set max_steps=N."),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    universal: bool = typer.Option(False, "--universal", help=(
+        "Resume from the newest checkpoint's universal conversion (written by another number of processes; "
+        "the refusal without it names the conversion command).")),
 ) -> None:
     """Instruction-tune on chat data (one process, or under torchrun / accelerate launch); a restart resumes."""
     from gptnl.config import load_finetune_config
     from gptnl.finetune.loop import finetune
 
     cfg = load_finetune_config(config, [*overrides, *([f"max_steps={max_steps}"] if max_steps is not None else [])])
-    code = finetune(cfg, base, data, out, show_progress=progress)
+    code = finetune(cfg, base, data, out, show_progress=progress, universal=universal)
     if code:
         raise typer.Exit(code)
     if os.environ.get("RANK", "0") == "0":

@@ -60,8 +60,9 @@ def relaunch_if_accelerate_started_one(module_args: list[str]) -> None:
                               f"--nproc_per_node={n}", "-m", "gptnl.finetune", *module_args])
 
 
-def deepspeed_config(cfg: FinetuneConfig, accum: int, bf16: bool) -> dict:
+def deepspeed_config(cfg: FinetuneConfig, accum: int, bf16: bool, load_universal: bool = False) -> dict:
     return {
+        "checkpoint": {"load_universal": load_universal},
         "train_micro_batch_size_per_gpu": cfg.batch.micro_batch_size,
         "gradient_accumulation_steps": accum,
         "gradient_clipping": cfg.optim.grad_clip,  # written out: DeepSpeed clips at 1.0 when it is absent
@@ -76,7 +77,7 @@ def deepspeed_config(cfg: FinetuneConfig, accum: int, bf16: bool) -> dict:
     }
 
 
-def make_accelerator(cfg: FinetuneConfig, accum: int, bf16: bool):
+def make_accelerator(cfg: FinetuneConfig, accum: int, bf16: bool, load_universal: bool = False):
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
@@ -85,7 +86,7 @@ def make_accelerator(cfg: FinetuneConfig, accum: int, bf16: bool):
     handlers = [InitProcessGroupKwargs(backend="gloo")] if cpu else []  # trap 3
     if cfg.backend == "deepspeed":
         import_deepspeed()
-        plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(cfg, accum, bf16))
+        plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(cfg, accum, bf16, load_universal))
         acc = Accelerator(deepspeed_plugin=plugin, gradient_accumulation_steps=accum, kwargs_handlers=handlers)
     else:
         if cpu:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -81,14 +82,18 @@ def evaluate(acc, model, encoded: list, micro: int, pad_id: int) -> float | None
     return total / count if count else None
 
 
-def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_progress: bool = True) -> int:
-    """Train; returns 0, or EXIT_PREEMPTED after a signal-triggered checkpoint."""
+def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_progress: bool = True,
+             universal: bool = False) -> int:
+    """Train; returns 0, or EXIT_PREEMPTED after a signal-triggered checkpoint. `universal`: resume
+    from the newest checkpoint's universal conversion (written by another number of processes)."""
     out = Path(out)
     fill_single_process_env()  # ranks from torchrun, from Slurm inside an srun step, or a world of one
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accum = B.accumulation_steps(cfg.batch.global_batch_size, cfg.batch.micro_batch_size, world)
     bf16 = resolve_precision(cfg.precision) == "bf16"
-    acc = make_accelerator(cfg, accum, bf16)
+    if universal and cfg.backend != "deepspeed":
+        raise GptnlError(f"--universal: universal checkpoints are DeepSpeed's; this run's backend is {cfg.backend}")
+    acc = make_accelerator(cfg, accum, bf16, load_universal=universal)
     main = acc.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +114,7 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
 
     ckpt_dir = out / "checkpoints"
     metrics = MetricsLog(out, enabled=main, tensorboard=False)
-    start = _resume(acc, ckpt_dir, world, cfg)
+    start = _resume(acc, ckpt_dir, world, cfg, universal)
     metrics.truncate_after(start)
     evals = json.loads((out / "eval.json").read_text()) if (out / "eval.json").is_file() else {}
     if start == 0:
@@ -167,18 +172,50 @@ def _data(cfg: FinetuneConfig, data: Path, tokenizer, out: Path | None):
     return prepared, train_enc, val_enc
 
 
-def _resume(acc, ckpt_dir: Path, world: int, cfg: FinetuneConfig) -> int:
+def _resume(acc, ckpt_dir: Path, world: int, cfg: FinetuneConfig, universal: bool = False) -> int:
     """The step of the newest intact checkpoint, loaded; 0 when there is none."""
     latest = ckpt.newest_complete(ckpt_dir)
     if latest is None:
+        if universal:
+            raise CheckpointError(f"--universal: {ckpt_dir} holds no complete checkpoint to resume")
         return 0
-    if cfg.backend == "deepspeed":
-        ckpt.check_compatible(latest, world, cfg.zero_stage)
+    path = latest.path
+    if universal:
+        path = _universal_state(acc, latest.path)
+    elif cfg.backend == "deepspeed":
+        ckpt.check_compatible(latest, world, cfg.zero_stage, engine_dir=ENGINE_DIR)
+    if acc.is_main_process:
+        print(f"resuming from {path} at step {latest.step}", flush=True)
     try:
-        acc.load_state(str(latest.path))
+        acc.load_state(str(path))
     except Exception as exc:  # accelerate/DeepSpeed raise many types for a damaged or foreign state
         raise CheckpointError(f"{latest.path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
+    # accelerate restores its micro-batch counter, which says where an optimizer step falls; counted
+    # with the saving run's accumulation, it would put this run's steps mid-batch when the number of
+    # processes (so the accumulation) changed
+    acc.step = latest.step * acc.gradient_accumulation_steps
     return latest.step
+
+
+ENGINE_DIR = "pytorch_model"  # where accelerate's save_state puts the DeepSpeed engine's files
+
+
+def _universal_state(acc, checkpoint: Path) -> Path:
+    """`checkpoint`_universal, holding DeepSpeed's universal conversion of the engine's folder, made
+    whole for accelerate's `load_state`: the checkpoint's own other files (random states, marker)
+    are copied beside it the first time."""
+    universal = checkpoint.with_name(checkpoint.name + "_universal")
+    if not (universal / ENGINE_DIR).is_dir():
+        raise CheckpointError(
+            f"--universal: {universal / ENGINE_DIR} not found; convert the checkpoint first with "
+            f"`python -m deepspeed.checkpoint.ds_to_universal --input_folder {checkpoint / ENGINE_DIR} "
+            f"--output_folder {universal / ENGINE_DIR} --inject_missing_state`")
+    if acc.is_main_process:
+        for item in checkpoint.iterdir():
+            if item.is_file() and not (universal / item.name).exists():
+                shutil.copy2(item, universal / item.name)
+    acc.wait_for_everyone()
+    return universal
 
 
 def _step(acc, model, optimizer, batches: list[list], pad_id: int, accum: int, cfg: FinetuneConfig):

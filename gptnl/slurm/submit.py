@@ -103,7 +103,7 @@ def render_train(config: Path, cluster_path: Path, *, run_dir: Path | None = Non
 
 
 def render_finetune(config: Path, cluster_path: Path, *, base: Path, data: Path, out: Path | None = None,
-                    **resources) -> Job:
+                    universal: bool = False, **resources) -> Job:
     """The fine-tuning job script: the same job shape, signals and requeue as training (the trainers
     share the preemption code); `out` defaults to the profile's scratch/<config name>."""
     cluster = load_cluster(cluster_path)
@@ -112,7 +112,7 @@ def render_finetune(config: Path, cluster_path: Path, *, base: Path, data: Path,
     for flag, path in (("--base", base), ("--data", data)):
         if not Path(path).exists():
             raise GptnlError(f"{flag} {path}: not found (a path the cluster's nodes see)")
-    return _render_trainer("finetune", cluster, cluster_path, out,
+    return _render_trainer("finetune", cluster, cluster_path, out, universal=universal,
                            args=[Path(config).resolve(), "--base", Path(base).resolve(), "--data",
                                  Path(data).resolve(), "--out", out], **resources)
 

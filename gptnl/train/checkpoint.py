@@ -111,8 +111,9 @@ def problem_fast(folder: Path) -> str | None:
     return None if (folder / MARKER).is_file() else "no completion marker"
 
 
-def check_compatible(ckpt: CheckpointInfo, world_size: int, zero_stage: int) -> None:
-    """Refuse a resume DeepSpeed would get wrong, naming the command that converts the checkpoint."""
+def check_compatible(ckpt: CheckpointInfo, world_size: int, zero_stage: int, engine_dir: str = "") -> None:
+    """Refuse a resume DeepSpeed would get wrong, naming the command that converts the checkpoint.
+    `engine_dir`: the DeepSpeed folder inside the checkpoint (accelerate's `pytorch_model`), if any."""
     saved_world, saved_stage = ckpt.meta.get("world_size"), ckpt.meta.get("zero_stage")
     if saved_stage != zero_stage:
         raise CheckpointError(
@@ -121,11 +122,12 @@ def check_compatible(ckpt: CheckpointInfo, world_size: int, zero_stage: int) -> 
         )
     if saved_world != world_size and zero_stage > 0:
         out = ckpt.path.with_name(ckpt.tag + "_universal")
+        source, target = (ckpt.path / engine_dir, out / engine_dir) if engine_dir else (ckpt.path, out)
         procs = f"{saved_world} process{'es' if saved_world != 1 else ''}"
         raise CheckpointError(
             f"{ckpt.path} was written by {procs} with ZeRO-{zero_stage}; this run has "
             f"{world_size}, and ZeRO's optimizer partitions depend on that number. Convert it with "
-            f"`python -m deepspeed.checkpoint.ds_to_universal --input_folder {ckpt.path} "
-            f"--output_folder {out} --inject_missing_state` and resume with `--universal`, "
+            f"`python -m deepspeed.checkpoint.ds_to_universal --input_folder {source} "
+            f"--output_folder {target} --inject_missing_state` and resume with `--universal`, "
             f"or run with {procs}."
         )

@@ -378,3 +378,39 @@ def test_clear_refusals(tmp_path, tiny_base, small_data):
                           "--data", str(small_data), "--out", str(tmp_path / "o2")],
                          env=env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "global_batch_size 10 is not a multiple" in res.stderr + res.stdout
+
+
+def test_another_process_count_resumes_through_a_universal_checkpoint(tmp_path, single_run, tiny_base, small_data):
+    """Two processes under ZeRO-2 are killed after their step-3 checkpoint; one process refuses that
+    checkpoint, naming DeepSpeed's conversion command; after it, `--universal` resumes on one process
+    and every step's loss is the uninterrupted one-process run's."""
+    out = tmp_path / "uni"
+    config = write_config(tmp_path / "c.yaml", checkpoint={"every": 3})
+    args = [str(config), "--base", str(tiny_base), "--data", str(small_data), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "gptnl.finetune", *args], env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 4):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended or stalled before step 4"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    refused = subprocess.run([sys.executable, "-m", "gptnl", "finetune", *args], env=env(), capture_output=True,
+                             text=True, timeout=240)
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-3000:]
+    message = refused.stderr + refused.stdout
+    command = message[message.index("`python -m deepspeed") + 1:message.index("` and resume with `--universal`")]
+    assert "global_step3/pytorch_model" in command, command
+    conv = subprocess.run([sys.executable, *command.split()[1:]], env=env(), capture_output=True, text=True,
+                          timeout=240)
+    assert conv.returncode == 0, conv.stdout[-2000:] + conv.stderr[-3000:]
+
+    launch("single", config, tiny_base, small_data, out, "--universal")
+    resumed = {m["step"]: m for m in metrics(out)}
+    assert sorted(resumed) == list(range(1, 7))
+    assert [resumed[s]["processes"] for s in range(1, 7)] == [2, 2, 2, 1, 1, 1]
+    for m in metrics(single_run):
+        assert abs(resumed[m["step"]]["loss"] - m["loss"]) < 1e-4 * m["loss"], (m, resumed[m["step"]])
+    assert (out / "model" / "model.safetensors").is_file()

@@ -43,6 +43,18 @@ def test_universal_applies_to_the_first_run_only(tmp_path):
     assert "universal" not in plain.script.split("srun")[-1]
 
 
+def test_finetune_job_passes_universal_to_its_first_run(tmp_path):
+    base, data = tmp_path / "base", tmp_path / "chats.jsonl"
+    base.mkdir()
+    data.write_text("")
+    job = render_finetune(SFT, LOCAL, base=base, data=data, out=tmp_path / "sft", universal=True)
+    srun = next(line for line in job.script.splitlines() if line.startswith("srun"))
+    assert "-m gptnl.finetune" in srun and srun.rstrip(" &").endswith("${universal}")
+    assert '[ "${SLURM_RESTART_COUNT:-0}" -eq 0 ] && universal=" --universal"' in job.script
+    plain = render_finetune(SFT, LOCAL, base=base, data=data, out=tmp_path / "sft")
+    assert "universal" not in plain.script.split("srun")[-1]
+
+
 def test_finetune_job_runs_the_finetune_module_with_its_paths(tmp_path):
     base, data = tmp_path / "base", tmp_path / "chats.jsonl"
     base.mkdir()
