@@ -176,6 +176,9 @@ class RecipeConfig(Strict):
     near_dedup: NearDedupStep = NearDedupStep()
     decontamination: DecontaminationStep = DecontaminationStep()
     tasks: int = Field(default=1, gt=0, description="input shards processed in parallel")
+    count_tokens_with: Path | None = Field(
+        default=None, description="a tokenizer folder: stats.json and the card also count its tokens kept per "
+                                  "source, licence and language")
 
     def quality_for(self, lang: str) -> QualityStep:
         """A kept language's quality thresholds: its `quality_by_language` entry, else `quality` for
@@ -207,7 +210,7 @@ def load_recipe(path: Path) -> RecipeConfig:
     path = Path(path)
     recipe = validate(RecipeConfig, read_yaml(path), str(path))
     base = path.resolve().parent
-    resolved = {k: (base / v).resolve() for k in ("sources", "licences", "blocklist")
+    resolved = {k: (base / v).resolve() for k in ("sources", "licences", "blocklist", "count_tokens_with")
                 if (v := getattr(recipe, k)) is not None}
     if recipe.decontamination.tasks is not None:
         resolved["decontamination"] = recipe.decontamination.model_copy(

@@ -150,7 +150,7 @@ def finalise(recipe_path: Path, recipe: RecipeConfig, out: Path, sources, files,
     inputs = {s.name: int(totals.get(f"input/{s.name}", 0)) for s in sources.sources}
     counts = ledger_mod.assemble(out / WORK / "ledger", inputs, out)
     stats = ledger_mod.corpus_stats(iter_jsonl(out / ledger_mod.LEDGER), counts, totals, recipe.pii.mode)
-    stats["composition"] = composition(out)
+    stats["composition"] = composition(out, recipe.count_tokens_with)
     atomic_write_json(out / "stats.json", stats)
     write_card(out, recipe, sources, stats)
     write_manifest(

@@ -68,13 +68,16 @@ def _composition_lines(stats: dict) -> list[str]:
     comp = stats.get("composition")
     if not comp or not comp["rows"]:
         return []
+    tok = comp.get("tokenizer")
+    counted = ["documents", "words", *(["tokens"] if tok else [])]
+    said = f"tokens: `{Path(tok['path']).name}`'s, checksum {tok['checksum'][:12]}" if tok else \
+        "model tokens: set `count_tokens_with` in the recipe, or see `gptnl pack`'s manifest"
     return ["### Composition", "",
-            "Documents and words kept (words: runs of letters and digits; model tokens are counted by `gptnl pack`).",
-            "",
-            *_table(["source", "licence", "language", "documents", "words"],
-                    [[r["source"], r["licence"], r["lang"], r["documents"], f"{r['words']:,}"] for r in comp["rows"]]),
-            "", *_table(["language", "documents", "words"],
-                        [[lang, c["documents"], f"{c['words']:,}"] for lang, c in comp["languages"].items()]), ""]
+            f"Kept per source, licence and language (words: runs of letters and digits; {said}).", "",
+            *_table(["source", "licence", "language", *counted],
+                    [[r["source"], r["licence"], r["lang"], *(f"{r[k]:,}" for k in counted)] for r in comp["rows"]]),
+            "", *_table(["language", *counted],
+                        [[lang, *(f"{c[k]:,}" for k in counted)] for lang, c in comp["languages"].items()]), ""]
 
 
 def write_card(out: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dict) -> Path:

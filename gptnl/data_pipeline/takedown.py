@@ -86,7 +86,7 @@ def takedown(corpus: Path, entries_file: Path, runs: list[Path] = ()) -> dict:
     recipe = RecipeConfig.model_validate(manifest["config"])
     counts = ledger_mod.source_counts(rows, {s: c["inputs"] for s, c in old["sources"].items()})
     stats = {**ledger_mod.corpus_stats(rows, counts, {}, recipe.pii.mode), "pii": old["pii"],
-             "composition": composition(corpus),
+             "composition": composition(corpus, recipe.count_tokens_with),
              "takedowns": [*old.get("takedowns", []), {"date": now[:10], "time": now,
                                                       "entries": sorted(entries), "removed": len(removed)}]}
     atomic_write_json(corpus / "stats.json", stats)

@@ -1,7 +1,8 @@
 """A corpus of two languages in one build (`language.keep: [nl, en]`): each language judged by its
 own quality thresholds (FineWeb-2's `nld_Latn` for Dutch, Gopher's with English stop words for
 English), written to its own folder so that each is a mixture source, and counted in documents and
-words per source, licence and language in `stats.json`, the card and the Croissant file. Built
+words (and a tokenizer's tokens) per source, licence and language in `stats.json`, the card and
+the Croissant file. Built
 from the bundled Dutch sample and the bundled English sample."""
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def kept(folder) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def bilingual(tmp_path_factory):
-    return build_with(tmp_path_factory.mktemp("bi") / "b", {"keep": ["nl", "en"], "min_score": {"nl": 0.65, "en": 0.8}})
+def bilingual(tmp_path_factory, sample_tokenizer):
+    return build_with(tmp_path_factory.mktemp("bi") / "b", {"keep": ["nl", "en"], "min_score": {"nl": 0.65, "en": 0.8}},
+                      count_tokens_with=str(sample_tokenizer))
 
 
 def test_each_language_has_its_own_folder_and_only_its_documents(bilingual):
@@ -61,17 +63,22 @@ def test_each_language_has_its_own_folder_and_only_its_documents(bilingual):
     assert manifest["produced"]["shards"] == ["en/00000.jsonl.gz", "nl/00000.jsonl.gz"]
 
 
-def test_documents_and_words_are_counted_per_source_licence_and_language(bilingual):
+def test_documents_words_and_tokens_are_counted_per_source_licence_and_language(bilingual, sample_tokenizer):
+    from gptnl import tokenizer as tokenizer_mod
+
     corpus, stats = bilingual
     comp = stats["composition"]
+    tok = tokenizer_mod.load(sample_tokenizer)
+    assert comp["tokenizer"] == {"path": str(sample_tokenizer), "checksum": tok.checksum}
     for lang in ("nl", "en"):
         docs = kept(corpus / "documents" / lang)
         words = sum(len(re.findall(r"\w+", d["text"])) for d in docs.values())
-        assert comp["languages"][lang] == {"documents": len(docs), "words": words}
+        tokens = sum(len(tok.tokenizer.encode(d["text"], add_special_tokens=False).ids) for d in docs.values())
+        assert comp["languages"][lang] == {"documents": len(docs), "words": words, "tokens": tokens}
     assert {(r["source"], r["licence"], r["lang"]) for r in comp["rows"]} == \
         {("nl-sample", "CC0-1.0", "nl"), ("en-sample", "CC0-1.0", "en")}
     card = (corpus / "CARD.md").read_text()
-    assert "### Composition" in card and "| en-sample | CC0-1.0 | en |" in card
+    assert "### Composition" in card and "| en-sample | CC0-1.0 | en |" in card and "| tokens |" in card
     assert "`nl` (score ≥ 0.65), `en` (score ≥ 0.8)" in card
     croissant = json.loads((corpus / "croissant.json").read_text())
     urls = {f["contentUrl"] for f in croissant["distribution"] if f["@type"] == "cr:FileObject"}
