@@ -9,9 +9,11 @@ With `--compile` ours runs as `compile: true` trains (the model and the loss und
 while the peer stays as transformers trains it by default (eager), and the same run also trains
 ours eager and compiled for `--check-steps` steps from the same initial weights on the same batches
 and records the largest relative difference of their losses (float rounding, or a real change).
-Goal: ratio ≥ 1.1.
+`--compile-mode max-autotune-no-cudagraphs` is `compile_mode:` of that name (Inductor times its own
+GEMM kernels against the BLAS library's). Goal: ratio ≥ 1.1.
 
     python bench/train_throughput.py [--model configs/model/tiny.yaml] [--seq-len 256] [--batch 8] [--compile]
+        [--compile-mode max-autotune-no-cudagraphs]
 """
 
 from __future__ import annotations
@@ -46,21 +48,21 @@ def hf_model(cfg):
     return LlamaForCausalLM(hf_cfg)
 
 
-def our_model(cfg, compiled: bool) -> Llama:
+def our_model(cfg, compiled: bool, mode: str = "default") -> Llama:
     model = Llama(cfg)
     if compiled:
-        model.compile()
+        model.compile(mode=mode)
     return model
 
 
-def compile_check(deepspeed, mcfg, tcfg, precision, x, steps: int) -> float:
+def compile_check(deepspeed, mcfg, tcfg, precision, x, steps: int, mode: str = "default") -> float:
     """Train ours eager and compiled from the same weights on the same batches; the largest relative
     difference of the two loss sequences."""
     losses = {}
     for compiled in (False, True):
         torch.manual_seed(0)
-        engine, _ = build(deepspeed, our_model(mcfg, compiled).to(x.device), tcfg, precision)
-        loss_of, seen = loss_function(compiled), []
+        engine, _ = build(deepspeed, our_model(mcfg, compiled, mode).to(x.device), tcfg, precision)
+        loss_of, seen = loss_function(compiled, mode), []
         gen = torch.Generator().manual_seed(1)
         for _ in range(steps):
             batch = torch.randint(0, mcfg.vocab_size, x.shape, generator=gen).to(x.device)
@@ -84,6 +86,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="timed steps per block")
     ap.add_argument("--compile", action="store_true", help="ours as `compile: true` trains; the peer eager")
     ap.add_argument("--check-steps", type=int, default=50, help="with --compile: steps of the loss check")
+    ap.add_argument("--compile-mode", default="default", choices=("default", "max-autotune-no-cudagraphs"),
+                    help="with --compile: as `compile_mode:` in a training config")
     ap.add_argument("--out", default=str(ROOT / "bench/results/train_throughput.json"))
     args = ap.parse_args()
 
@@ -98,12 +102,13 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randint(0, mcfg.vocab_size, (args.batch, args.seq_len), device=device)
 
-    ours_loss = loss_function(args.compile)
-    check = compile_check(deepspeed, mcfg, tcfg, precision, x, args.check_steps) if args.compile else None
+    ours_loss = loss_function(args.compile, args.compile_mode)
+    check = compile_check(deepspeed, mcfg, tcfg, precision, x, args.check_steps, args.compile_mode) \
+        if args.compile else None
 
     engines = {}
     for name, make, loss_of in (
-        ("gptnl Llama", lambda: our_model(mcfg, args.compile), lambda e: ours_loss(e(x), x)),
+        ("gptnl Llama", lambda: our_model(mcfg, args.compile, args.compile_mode), lambda e: ours_loss(e(x), x)),
         ("HF LlamaForCausalLM", lambda: hf_model(mcfg), lambda e: e(input_ids=x, labels=x).loss),
     ):
         torch.manual_seed(0)
@@ -141,6 +146,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "ours_tokens_per_s": tokens / ours, "peer_tokens_per_s": tokens / theirs,
         "ratio": theirs / ours, "goal": ">= 1.1", "compile": args.compile,
+        **({"compile_mode": args.compile_mode} if args.compile else {}),
         **({"compile_check_steps": args.check_steps, "compile_max_rel_loss_diff": check} if check is not None else {}),
         "ours_tflops": flops * tokens / ours / 1e12,
         "torch": torch.__version__,

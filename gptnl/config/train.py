@@ -138,6 +138,9 @@ class TrainConfig(Strict):
     compile: bool = Field(default=False, description=(
         "torch.compile the model and the loss (Inductor fuses norms, RoPE, SwiGLU and the cross-entropy); "
         "the first steps of each process are slower while it compiles"))
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(default="default", description=(
+        "with compile: Inductor's mode; max-autotune also times its own GEMM kernels against the BLAS "
+        "library's and keeps the faster (a longer compile)"))
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     metrics: MetricsConfig = MetricsConfig()

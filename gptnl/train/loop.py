@@ -39,10 +39,10 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
 
 
-def loss_function(compiled: bool):
+def loss_function(compiled: bool, mode: str = "default"):
     """`lm_loss`, or its torch.compile'd form: Inductor fuses the fp32 upcast, log-softmax and gather
     of the cross-entropy, which on a small model is a large share of a step."""
-    return torch.compile(lm_loss) if compiled else lm_loss
+    return torch.compile(lm_loss, mode=mode) if compiled else lm_loss
 
 
 def _record_run_config(run_dir: Path, cfg: TrainConfig, stream: Stream) -> dict:
@@ -223,8 +223,8 @@ def _model(run: Run) -> Llama:
         initial.load_base(model, run.cfg, run.extension)  # a resumed run then loads its checkpoint over it
     model = model.to(run.device)
     model.checkpoint_activations = run.cfg.activation_checkpointing
-    if run.cfg.compile:
-        model.compile()  # in place: parameter names, and so checkpoints and exports, stay the same
+    if run.cfg.compile:  # in place: parameter names, and so checkpoints and exports, stay the same
+        model.compile(mode=run.cfg.compile_mode)
     # counted before ZeRO-3 partitions the parameters (then each rank holds only a shard)
     run.n_params = model.num_params()
     run.flops_per_step = model.flops_per_token(run.stream.first.seq_len) * run.global_batch * run.stream.first.seq_len
@@ -290,7 +290,7 @@ class StepLoop:
                  show_progress: bool):
         self.run, self.engine, self.scheduler, self.metrics, self.flag = run, engine, scheduler, metrics, flag
         self.console, self.show_progress = console, show_progress
-        self.loss_fn = loss_function(run.cfg.compile)
+        self.loss_fn = loss_function(run.cfg.compile, run.cfg.compile_mode)
         self.peak = peak_tflops(run.cfg.metrics.peak_tflops, run.device)
         self.plain = run.rank == 0 and not (show_progress and console.is_terminal)  # job logs get plain lines
         self.scorer = None
