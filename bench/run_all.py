@@ -274,7 +274,8 @@ QUICK: dict[str, tuple[str, ...]] = {
     "pipeline_throughput": ("--docs", "600"),
     "pipeline_scale": ("--quick",),
     "pack_throughput": ("--docs", "2000", "--docs-per-file", "250", "--vocab", "2000", "--repeat", "1"),
-    "train_throughput": ("--seq-len", "64", "--batch", "2", "--steps", "2", "--blocks", "2", "--check-steps", "2"),
+    "train_throughput": ("--seq-len", "64", "--batch", "2", "--steps", "2", "--blocks", "2", "--check-steps", "2",
+                         "--compile-mode", "default"),  # max-autotune's compile is a minute more; not the wiring
     "gateway_overhead": ("--clients", "2", "--seconds", "2", "--rounds", "1"),
     "sft_throughput": ("--steps", "4", "--global-batch", "4", "--micro-batch", "2", "--seq-len", "256"),  # 2 timed
     "sweep_scaling": ("--limit", "2", "--workers", "2"),

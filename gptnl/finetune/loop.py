@@ -30,7 +30,7 @@ from gptnl.train import checkpoint as ckpt
 from gptnl.train.distributed import fill_single_process_env
 from gptnl.train.engine import WarmupCosine, param_groups, resolve_precision
 from gptnl.train.metrics import MetricsLog
-from gptnl.train.preemption import EXIT_PREEMPTED, PreemptionFlag
+from gptnl.train.preemption import EXIT_PREEMPTED, PreemptionFlag, note_checkpointed
 
 
 def _record_config(out: Path, cfg: FinetuneConfig, base: Path, data: Path) -> None:
@@ -147,6 +147,9 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
             if stop or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done < cfg.max_steps):
                 _save(acc, ckpt_dir, done, world, cfg)
             if stop:
+                if main:
+                    note_checkpointed(out)
+                acc.wait_for_everyone()  # no rank leaves before the job script can see the note
                 return EXIT_PREEMPTED
         evals["val_loss_after"] = evaluate(acc, model, val_enc, cfg.batch.micro_batch_size, pad_id)
         if main:

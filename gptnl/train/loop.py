@@ -27,7 +27,7 @@ from gptnl.train.data import Shards, micro_batch_positions, validation_indices
 from gptnl.train.engine import build, resolve_precision
 from gptnl.train.metrics import MetricsLog, peak_tflops, plot_loss
 from gptnl.train.mixture import Stream, open_stream
-from gptnl.train.preemption import EXIT_PREEMPTED, PreemptionFlag
+from gptnl.train.preemption import EXIT_PREEMPTED, PreemptionFlag, note_checkpointed
 
 RUN_CONFIG = "train_config.json"
 
@@ -378,8 +378,10 @@ class StepLoop:
                 progress.update(bar, completed=step)
                 if preempted:
                     if run.rank == 0:
+                        note_checkpointed(run.run_dir)
                         self.console.print(f"signal {self.flag.signal} received: checkpoint {ckpt.tag_for(step)} "
                                            f"written, exiting with code {EXIT_PREEMPTED} so the job can be requeued")
+                    torch.distributed.barrier()  # no rank leaves before the job script can see the note
                     return step, position, True
         return step, position, False
 

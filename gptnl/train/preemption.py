@@ -6,7 +6,9 @@ exits with EXIT_PREEMPTED, which a job script can tell apart from success (0) an
 
 from __future__ import annotations
 
+import os
 import signal
+from pathlib import Path
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later"
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -43,3 +45,16 @@ class PreemptionFlag:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def note_checkpointed(run_dir: Path) -> None:
+    """Under a Slurm job, leave `run_dir/slurm/preempted-JOB-RESTART` once the checkpoint after a
+    signal is complete (rank 0, before the ranks part). The job script requeues on it: srun's exit
+    code alone can say "killed" when one rank exits 75 a moment before the others and
+    `--kill-on-bad-exit` ends the rest."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return
+    folder = Path(run_dir) / "slurm"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"preempted-{job}-{os.environ.get('SLURM_RESTART_COUNT', '0')}").touch()

@@ -40,7 +40,7 @@ def test_universal_applies_to_the_first_run_only(tmp_path):
                              capture_output=True, env={"SLURM_RESTART_COUNT": restarts, "PATH": "/usr/bin:/bin"})
         assert out.stdout == expect
     plain = render_train(CONFIG, LOCAL, run_dir=tmp_path / "run")
-    assert "universal" not in plain.script.split("srun")[-1]
+    assert "${universal}" not in plain.script and "--universal" not in plain.script
 
 
 def test_finetune_job_passes_universal_to_its_first_run(tmp_path):
@@ -52,7 +52,7 @@ def test_finetune_job_passes_universal_to_its_first_run(tmp_path):
     assert "-m gptnl.finetune" in srun and srun.rstrip(" &").endswith("${universal}")
     assert '[ "${SLURM_RESTART_COUNT:-0}" -eq 0 ] && universal=" --universal"' in job.script
     plain = render_finetune(SFT, LOCAL, base=base, data=data, out=tmp_path / "sft")
-    assert "universal" not in plain.script.split("srun")[-1]
+    assert "${universal}" not in plain.script and "--universal" not in plain.script
 
 
 def test_finetune_job_runs_the_finetune_module_with_its_paths(tmp_path):
@@ -70,3 +70,21 @@ def test_finetune_job_runs_the_finetune_module_with_its_paths(tmp_path):
 def test_finetune_job_refuses_a_missing_base(tmp_path):
     with pytest.raises(GptnlError, match=r"--base .*missing: not found"):
         render_finetune(SFT, LOCAL, base=tmp_path / "missing", data=tmp_path, out=tmp_path / "sft")
+
+
+def test_a_noted_checkpoint_is_requeued_even_when_srun_killed_the_last_ranks(tmp_path):
+    """One rank exits 75 a moment before the others and srun's --kill-on-bad-exit ends them (143):
+    the trainers' note of a finished checkpoint still requeues the job; without it, 143 fails it."""
+    job = render_train(CONFIG, LOCAL, run_dir=tmp_path / "run")
+    lines = job.script.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("preempted="))
+    tail = "\n".join(lines[start:])
+    (tmp_path / "run" / "slurm").mkdir(parents=True)
+    env = {"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "0", "PATH": "/usr/bin:/bin"}
+    for noted, expect in ((True, "requeue 7"), (False, "exit 143")):
+        note = tmp_path / "run" / "slurm" / "preempted-7-0"
+        note.touch() if noted else note.unlink(missing_ok=True)
+        script = f"scontrol() {{ echo \"$1 $2\"; }}\nusr1=1\nrc=143\n{tail}"
+        out = subprocess.run(["bash", "-c", script + "\n"], text=True, capture_output=True, env=env)
+        got = "exit 143" if out.returncode == 143 else out.stdout.strip().splitlines()[-1]
+        assert got == expect, (out.stdout, out.stderr)
