@@ -78,7 +78,7 @@ def gptnl_run(data: Path, tok: Path, out: Path, workers: int) -> tuple[float, in
     start = time.perf_counter()
     m = pack(data, tok, SEQ_LEN, out, val_fraction=0.0, workers=workers)
     elapsed = time.perf_counter() - start
-    splits = m["produced"]["splits"]
+    splits = {name: s.model_dump() for name, s in m.produced.splits.items()}
     return elapsed, sum(s["tokens"] for s in splits.values()), splits
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 from gptnl.commands import console, run
 from gptnl.commands.finetune import finetune_cmd
 from gptnl.commands.train import train_cmd
+from gptnl.config.pack import PACK, TOKENIZER, PackSettings, TokenizerSettings
 from gptnl.errors import GptnlError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -29,6 +30,22 @@ HELDOUT = Path("data_pipeline/sample/heldout/nl-heldout.txt")
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")) -> None:
     """gptnl: train, serve and evaluate Dutch language models."""
+
+
+PACK_HELP = {name: f"{field.description[0].upper()}{field.description[1:]} (default {getattr(PACK, name)})."
+             for name, field in PackSettings.model_fields.items()}
+
+
+def flags(cls, **given):
+    """A command's settings: the flags given, the model's defaults for the rest (defaults live in the
+    models only), checked as a config is, with the error naming the flag."""
+    from pydantic import ValidationError
+
+    try:
+        return cls.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise GptnlError(f"--{str(err['loc'][0]).replace('_', '-')} {err['input']!r}: {err['msg']}") from None
 
 
 @contextmanager
@@ -61,18 +78,19 @@ def corpus_texts(corpus: Path, label: str):
 def tokenizer_train(
     corpus: Path = typer.Argument(..., help="Corpus dir (JSONL/JSONL.gz documents)."),
     out: Path = typer.Option(..., "--out", help="Tokenizer folder to write."),
-    vocab_size: int = typer.Option(16000, "--vocab-size"),
-    min_frequency: int = typer.Option(2, "--min-frequency"),
+    vocab_size: int = typer.Option(None, "--vocab-size", help=f"Default {TOKENIZER.vocab_size}."),
+    min_frequency: int = typer.Option(None, "--min-frequency", help=f"Default {TOKENIZER.min_frequency}."),
 ) -> None:
     """Train a byte-level BPE tokenizer on a corpus dir."""
     from gptnl import tokenizer as tokenizer_mod
 
+    s = flags(TokenizerSettings, vocab_size=vocab_size, min_frequency=min_frequency)
     with corpus_texts(corpus, "tokenizer") as texts:
-        tok = tokenizer_mod.train(texts, vocab_size, out, min_frequency=min_frequency,
+        tok = tokenizer_mod.train(texts, s.vocab_size, out, min_frequency=s.min_frequency,
                                   source={"corpus": str(corpus)})
     console.print(f"tokenizer with {tok.vocab_size} tokens written to {out}")
-    if tok.vocab_size < vocab_size:
-        console.print(f"[yellow]the corpus supports only {tok.vocab_size} of the {vocab_size} tokens asked for")
+    if tok.vocab_size < s.vocab_size:
+        console.print(f"[yellow]the corpus supports only {tok.vocab_size} of the {s.vocab_size} tokens asked for")
 
 
 @tokenizer_app.command("extend")
@@ -81,11 +99,13 @@ def tokenizer_extend(
     corpus: Path = typer.Argument(..., help="Corpus dir (JSONL/JSONL.gz documents) to learn the new tokens on."),
     add: int = typer.Option(..., "--add", min=1, help="How many tokens to add."),
     out: Path = typer.Option(..., "--out", help="Tokenizer folder to write."),
-    min_frequency: int = typer.Option(2, "--min-frequency", help="A new token is seen at least this often."),
+    min_frequency: int = typer.Option(None, "--min-frequency", help="A new token is seen at least this often "
+                                      f"(default {TOKENIZER.min_frequency})."),
 ) -> None:
     """Add Dutch tokens to a base model's BPE tokenizer; a run from the base then grows its embeddings."""
     from gptnl import tokenizer_extend
 
+    min_frequency = flags(TokenizerSettings, min_frequency=min_frequency).min_frequency
     with corpus_texts(corpus, "extend") as texts:
         ext = tokenizer_extend.extend(base, texts, add, out, min_frequency=min_frequency,
                                       source={"corpus": str(corpus)})
@@ -220,9 +240,9 @@ def pack_cmd(
     corpus: Path = typer.Argument(..., help="Corpus dir (JSONL/JSONL.gz documents)."),
     tokenizer: Path = typer.Option(..., "--tokenizer", help="Tokenizer folder."),
     out: Path = typer.Option(..., "--out", help="Shards dir to write."),
-    seq_len: int = typer.Option(1024, "--seq-len"),
-    val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of documents (by id hash) for validation."),
-    shard_tokens: int = typer.Option(1 << 25, "--shard-tokens", help="Tokens per shard file."),
+    seq_len: int = typer.Option(None, "--seq-len", help=PACK_HELP["seq_len"]),
+    val_fraction: float = typer.Option(None, "--val-fraction", help=PACK_HELP["val_fraction"]),
+    shard_tokens: int = typer.Option(None, "--shard-tokens", help=PACK_HELP["shard_tokens"]),
     workers: int = typer.Option(1, "--workers", min=1, help="Tasks at once, a corpus file each (datatrove's "
                                 "executor); the shards are the same for any number."),
     executor: str = typer.Option("local", "--executor", help="local or ray (Slurm: `gptnl slurm submit pack`)."),
@@ -233,12 +253,13 @@ def pack_cmd(
     from gptnl import corpus as corpus_mod
     from gptnl.pack import pack
 
+    p = flags(PackSettings, seq_len=seq_len, val_fraction=val_fraction, shard_tokens=shard_tokens)
     with byte_progress("pack", corpus_mod.corpus_size(corpus), redirect=False) as advance:  # workers are forked
-        manifest = pack(corpus, tokenizer, seq_len, out, val_fraction=val_fraction, shard_tokens=shard_tokens,
+        manifest = pack(corpus, tokenizer, p.seq_len, out, val_fraction=p.val_fraction, shard_tokens=p.shard_tokens,
                         progress=advance, workers=workers, executor=executor, ray_address=ray_address)
-    for split, s in manifest["produced"]["splits"].items():
-        console.print(f"{split}: {s['documents']} documents, {s['tokens']:,} tokens, {s['sequences']} sequences "
-                      f"of {seq_len}, {len(s['shards'])} shard(s)")
+    for split, s in manifest.produced.splits.items():
+        console.print(f"{split}: {s.documents} documents, {s.tokens:,} tokens, {s.sequences} sequences "
+                      f"of {p.seq_len}, {len(s.shards)} shard(s)")
 
 
 app.command("train")(train_cmd)  # gptnl/commands/train.py: `python -m gptnl.train` runs it alone
@@ -561,9 +582,9 @@ def slurm_submit_pack(
     tokenizer: Path = typer.Option(..., "--tokenizer", help="Tokenizer folder."),
     out: Path = typer.Option(..., "--out", help="Shards dir to write."),
     cluster: Path = typer.Option(..., "--cluster", help="Cluster profile (slurm/clusters/*.yaml)."),
-    seq_len: int = typer.Option(1024, "--seq-len"),
-    val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of documents (by id hash) for validation."),
-    shard_tokens: int = typer.Option(1 << 25, "--shard-tokens", help="Tokens per shard file."),
+    seq_len: int = typer.Option(None, "--seq-len", help=PACK_HELP["seq_len"]),
+    val_fraction: float = typer.Option(None, "--val-fraction", help=PACK_HELP["val_fraction"]),
+    shard_tokens: int = typer.Option(None, "--shard-tokens", help=PACK_HELP["shard_tokens"]),
     tasks: int = typer.Option(None, "--tasks", min=1, help="Array tasks (default: one per corpus file)."),
     workers: int = typer.Option(None, "--workers", min=1, help="Array tasks running at once (default: no limit)."),
 ) -> None:
@@ -571,7 +592,8 @@ def slurm_submit_pack(
     from gptnl.config import load_cluster
     from gptnl.pack.slurm import submit
 
-    jobs = submit(corpus, tokenizer, seq_len, out, val_fraction=val_fraction, shard_tokens=shard_tokens,
+    p = flags(PackSettings, seq_len=seq_len, val_fraction=val_fraction, shard_tokens=shard_tokens)
+    jobs = submit(corpus, tokenizer, p.seq_len, out, val_fraction=p.val_fraction, shard_tokens=p.shard_tokens,
                   cluster=load_cluster(cluster), tasks=tasks, workers=workers)
     typer.echo("tasks: " + ("already complete" if jobs["tasks"] == -1 else f"job {jobs['tasks']}"), err=True)
     print(jobs["merge"])

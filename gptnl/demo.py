@@ -284,7 +284,7 @@ def _tokenizer_stage(out: Path, corpus: Path, console: Console, starts: list) ->
 
 
 def _pack_stage(out: Path, corpus: Path, tok_dir: Path, console: Console, starts: list) -> Path:
-    from gptnl.fileio import read_manifest
+    from gptnl.artefacts import ShardsManifest, read_manifest
     from gptnl.pack import pack
 
     t = _stage(console, 3, "pack: the corpus and the English sample into 256-token sequences", starts)
@@ -293,8 +293,8 @@ def _pack_stage(out: Path, corpus: Path, tok_dir: Path, console: Console, starts
     english = out / "shards-en"
     _reuse_or_make(console, english, lambda: pack(SAMPLE_EN, tok_dir, 256, english, val_fraction=0.2))
     for name, path in (("nl", shards), ("en", english)):
-        splits = read_manifest(path)["produced"]["splits"]
-        console.print(f"{name}: " + ", ".join(f"{s}: {v['documents']} docs, {v['tokens']:,} tokens"
+        splits = read_manifest(path, ShardsManifest).produced.splits
+        console.print(f"{name}: " + ", ".join(f"{s}: {v.documents} docs, {v.tokens:,} tokens"
                                               for s, v in splits.items())
                       + (" (the bundled CC0 English sample, packed as it is)" if name == "en" else ""))
     console.print(f"({time.perf_counter() - t:.1f}s)")
@@ -302,7 +302,8 @@ def _pack_stage(out: Path, corpus: Path, tok_dir: Path, console: Console, starts
 
 
 def _train_and_export(out: Path, max_steps: int, quick: bool, console: Console, starts: list) -> Path:
-    from gptnl.fileio import read_jsonl, read_manifest
+    from gptnl.artefacts import ModelManifest, RunManifest, manifest_or_none
+    from gptnl.fileio import read_jsonl
     from gptnl.train.export import export_run
 
     mix = " + ".join(f"{n} {w:g}" for n, w in MIXTURE.items())
@@ -311,7 +312,8 @@ def _train_and_export(out: Path, max_steps: int, quick: bool, console: Console, 
     recorded = run / "train_config.json"
     if recorded.is_file() and not json.loads(recorded.read_text())["train"]["data"].get("mixture"):
         shutil.rmtree(run)  # a run of an older demo, on the Dutch shards alone: it cannot resume on the mixture
-    if _done(run) and read_manifest(run)["produced"]["step"] >= max_steps:
+    trained = manifest_or_none(run, RunManifest)  # none, or one of an older layout: train (resumes) again
+    if trained and trained.produced.step >= max_steps:
         console.print(f"reusing {run}")
     else:
         _train(out, max_steps if quick else None, console)
@@ -322,7 +324,8 @@ def _train_and_export(out: Path, max_steps: int, quick: bool, console: Console, 
 
     t = _stage(console, 5, "export: Hugging Face LlamaForCausalLM folder", starts)
     model_dir = out / "model"
-    if _done(model_dir) and read_manifest(model_dir)["produced"].get("step") == read_manifest(run)["produced"]["step"]:
+    exported, trained = manifest_or_none(model_dir, ModelManifest), manifest_or_none(run, RunManifest)
+    if exported and trained and exported.produced.step == trained.produced.step:
         console.print(f"reusing {model_dir}")
     else:
         export_run(run, model_dir)
@@ -331,14 +334,14 @@ def _train_and_export(out: Path, max_steps: int, quick: bool, console: Console, 
 
 
 def _finetune_stage(out: Path, model_dir: Path, sft_steps: int, quick: bool, console: Console, starts: list) -> Path:
-    from gptnl.fileio import read_manifest
+    from gptnl.artefacts import SftManifest, manifest_or_none
 
     t = _stage(console, 6, f"finetune: Dutch instructions, loss on assistant turns, accelerate + DeepSpeed, "
                            f"2 CPU processes, {sft_steps} steps", starts)
     sft = out / "sft"
     tuned = sft / "model"
-    if _done(tuned) and read_manifest(tuned)["produced"].get("steps", 0) >= sft_steps \
-            and read_manifest(tuned)["consumed"].get("base_manifest") == read_manifest(model_dir).get("created"):
+    done, base = manifest_or_none(tuned, SftManifest), manifest_or_none(model_dir)
+    if done and base and done.produced.steps >= sft_steps and done.consumed.base_manifest == base.created:
         console.print(f"reusing {tuned}")
     else:
         shutil.rmtree(sft, ignore_errors=True)

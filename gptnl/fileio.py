@@ -14,14 +14,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import gptnl
-from gptnl.errors import GptnlError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -141,26 +139,3 @@ def code_version() -> str:
         return gptnl.__version__
     return f"{gptnl.__version__}+g{commit}"
 
-
-def write_manifest(out: Path, *, stage: str, consumed: dict, produced: dict, config: dict) -> dict:
-    """Write `out/manifest.json`: what a stage read (paths, checksums), made, and with which settings."""
-    manifest = {
-        "stage": stage,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code_version": code_version(),
-        "consumed": consumed,
-        "produced": produced,
-        "config": config,
-    }
-    atomic_write_json(Path(out) / "manifest.json", manifest)
-    return manifest
-
-
-def read_manifest(path: Path) -> dict:
-    file = Path(path) / "manifest.json"
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GptnlError(f"{path}: no manifest.json (was this dir written by gptnl?)") from None
-    except json.JSONDecodeError as exc:
-        raise GptnlError(f"{file}: corrupt manifest ({exc.msg})") from None

@@ -18,9 +18,10 @@ from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from gptnl import tokenizer as tokenizer_mod
+from gptnl.artefacts import ModelInputs, ModelManifest, ModelOutputs, TokenizerRef, write_manifest
 from gptnl.config import ModelConfig, RopeScaling
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_json, replace_dir, write_manifest
+from gptnl.fileio import atomic_write_json, replace_dir
 from gptnl.model import Llama
 
 # Our per-layer tensors → HF's; a fused tensor maps to several HF tensors stacked along dim 0.
@@ -231,14 +232,12 @@ def save_pretrained(
         })
         for name in tokenizer_mod.FILES:
             shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
-        write_manifest(
-            tmp, stage="export",
-            consumed={**(consumed or {}),
-                      "tokenizer": {"path": str(Path(tokenizer_dir).resolve()), "checksum": tok.checksum}},
-            produced={"format": "LlamaForCausalLM", "dtype": dtype,
-                      "parameters": sum(t.numel() for t in tensors.values()), **(produced or {})},
-            config=json.loads(cfg.model_dump_json()),
-        )
+        write_manifest(tmp, ModelManifest(
+            consumed=ModelInputs(**(consumed or {}), tokenizer=TokenizerRef(
+                path=str(Path(tokenizer_dir).resolve()), checksum=tok.checksum)),
+            produced=ModelOutputs(format="LlamaForCausalLM", dtype=dtype,
+                                  parameters=sum(t.numel() for t in tensors.values()), **(produced or {})),
+            config=json.loads(cfg.model_dump_json())))
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -6,7 +6,8 @@ stats (through the export's, the run's and the shards' manifests), the training 
 whose weights fingerprint is this folder's. The Dutch algorithm register (Algoritmeregister) asks
 for naam, korte omschrijving (B1), doel en impact, gegevens, technische werking and risicobeheer;
 the card carries them in its front matter and in a Dutch section, so a government service can copy
-them into the register as they are.
+them into the register as they are. The wording is `gptnl/templates/model_card.md.j2`; the facts are
+gathered here.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 
 import yaml
 
+from gptnl.artefacts import manifest_or_none
 from gptnl.data_pipeline.takedown_report import MODEL_TAKEDOWNS, card_section
 from gptnl.fileio import atomic_write_text, weights_fingerprint
+from gptnl.templates import render as render_template
 
 
 def _json(path: Path) -> dict | None:
@@ -26,6 +29,12 @@ def _json(path: Path) -> dict | None:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _manifest(folder: Path) -> dict:
+    """The folder's manifest as a dict ({} when it has none, or none this gptnl reads)."""
+    m = manifest_or_none(Path(folder))
+    return json.loads(m.model_dump_json()) if m else {}
 
 
 def _metrics(run_dir: Path, step: int | None) -> tuple[dict, dict]:
@@ -51,7 +60,7 @@ def _metrics(run_dir: Path, step: int | None) -> tuple[dict, dict]:
 def lineage(model_dir: Path) -> dict[str, Any]:
     """What made this folder: export → run → shards → corpus (and, for a tuned model, its base)."""
     model_dir = Path(model_dir)
-    manifest = _json(model_dir / "manifest.json") or {}
+    manifest = _manifest(model_dir)
     out: dict[str, Any] = {"manifest": manifest, "stage": manifest.get("stage")}
     consumed = manifest.get("consumed", {})
     if manifest.get("stage") == "finetune":
@@ -65,13 +74,13 @@ def lineage(model_dir: Path) -> dict[str, Any]:
         return out
     run_dir = consumed.get("run_dir")
     if run_dir:
-        run_manifest = _json(Path(run_dir) / "manifest.json") or {}
+        run_manifest = _manifest(Path(run_dir))
         train, val = _metrics(Path(run_dir), manifest.get("produced", {}).get("step"))
         out["train"] = {"dir": run_dir, "manifest": run_manifest, "last": train, "val": val,
                         "loss_png": str(Path(run_dir) / "loss.png") if (Path(run_dir) / "loss.png").is_file() else None}
     shards = consumed.get("shards")
     if shards:
-        sm = _json(Path(shards) / "manifest.json") or {}
+        sm = _manifest(Path(shards))
         out["shards"] = {"dir": shards, "splits": sm.get("produced", {}).get("splits", {})}
         corpus = sm.get("consumed", {}).get("corpus")
         if corpus:
@@ -95,40 +104,30 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def _corpus_section(lin: dict) -> list[str]:
+def _corpus(lin: dict) -> dict | None:
+    """The training data's facts: the corpus folder and card, its stats, the packed tokens."""
     corpus = lin.get("corpus")
     if not corpus:
-        return ["No corpus manifest was found for this model: its training data cannot be summarised here."]
-    stats = corpus.get("stats")
-    lines = [f"- Corpus: `{corpus['dir']}`" + (f"; data card: `{corpus['card']}`" if corpus.get("card") else "")]
-    if stats:
-        lines.append(f"- Documents read: {stats['inputs']}; kept: {stats['kept']}; refused: {stats['refused']} "
-                     "(every input has one row in `ledger.jsonl.gz`: kept, or refused with its reason)")
-        steps = ", ".join(f"{step} {sum(v.values())}" for step, v in stats.get("refused_by_step", {}).items())
-        if steps:
-            lines.append(f"- Refused by step: {steps}")
-        if stats.get("pii"):
-            lines.append("- Personal data replaced before training: "
-                         + ", ".join(f"{k} {v}" for k, v in sorted(stats["pii"].items()))
-                         + f" ({stats.get('pii_mode', 'placeholder')})")
-        srcs = ", ".join(f"{name} ({s.get('kept', 0)} of {s.get('inputs', 0)} kept)"
-                         for name, s in stats.get("sources", {}).items())
-        lines.append(f"- Sources: {srcs}")
-    else:
-        lines.append("- The corpus has no `stats.json`: it was not built by `gptnl data build`, so no licence "
-                     "check or ledger vouches for it.")
+        return None
+    stats = corpus.get("stats") or {}
     splits = lin.get("shards", {}).get("splits", {})
-    if splits:
-        lines.append("- Tokens packed: " + ", ".join(f"{s} {v['tokens']:,} ({v['documents']} documents)"
-                                                    for s, v in splits.items()))
-    return lines
+    return {
+        "dir": corpus["dir"], "card": corpus.get("card"), "stats": corpus.get("stats"),
+        "refused_by_step": ", ".join(f"{step} {sum(v.values())}"
+                                     for step, v in stats.get("refused_by_step", {}).items()),
+        "pii": ", ".join(f"{k} {v}" for k, v in sorted(stats.get("pii", {}).items())),
+        "sources": ", ".join(f"{name} ({s.get('kept', 0)} of {s.get('inputs', 0)} kept)"
+                             for name, s in stats.get("sources", {}).items()),
+        "tokens": ", ".join(f"{s} {v['tokens']:,} ({v['documents']} documents)" for s, v in splits.items()),
+    }
 
 
-def _training_section(lin: dict) -> list[str]:
+def _training(lin: dict) -> list[tuple[str, object]] | None:
+    """The pre-training run's figures, as (name, value) rows."""
     train = lin.get("train")
     produced = lin.get("manifest", {}).get("produced", {})
     if not train:
-        return ["No training run was found for this model."]
+        return None
     rm = train["manifest"]
     cfg = rm.get("config", {})
     last, val = train["last"], train["val"]
@@ -151,34 +150,22 @@ def _training_section(lin: dict) -> list[str]:
     if base := rm.get("consumed", {}).get("base_model"):  # continued pre-training: the open model it started from
         rows.insert(0, ("continued from", f"`{base['path']}` (weights {base['fingerprint']}; licence "
                                           f"{base['licence'] or 'not stated in its card'})"))
-    return ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+    return rows
 
 
-def _finetune_section(ft: dict) -> list[str]:
-    ev, rep = ft.get("eval") or {}, ft.get("report") or {}
-    lines = [f"- Method: {ft.get('method')}, {ft.get('steps')} steps, loss on the assistant's turns only"]
-    if rep:
-        lines.append(f"- Conversations: {rep.get('read')} read, {rep.get('train')} trained on, {rep.get('val')} held "
-                     f"out, {rep.get('refused')} refused (licence, personal data, contamination or length)")
-    if ev:
-        lines.append(f"- Held-out loss: {_fmt(ev.get('val_loss_before'))} before, {_fmt(ev.get('val_loss_after'))} "
-                     "after tuning")
-    return lines
+def _finetune(ft: dict) -> dict:
+    ev = ft.get("eval") or {}
+    return {"method": ft.get("method"), "steps": ft.get("steps"), "report": ft.get("report") or {},
+            "eval": {"before": _fmt(ev.get("val_loss_before")), "after": _fmt(ev.get("val_loss_after"))} if ev else {}}
 
 
-def _eval_section(records: list[dict], model_dir: Path) -> list[str]:
-    if not records:
-        return ["Not evaluated yet. Run `gptnl eval run --model NAME=" + str(model_dir) + " --results DIR`, then "
-                "`gptnl card " + str(model_dir) + " --evals DIR` to add the results here."]
-    lines = ["| public value | task | metric | value [95 % interval] | n |", "|---|---|---|---|---|"]
+def _evaluation_rows(records: list[dict]) -> list[list]:
+    rows = []
     for r in sorted(records, key=lambda r: (r["task"]["value"], r["task"]["name"])):
         for name, m in r["metrics"].items():
             ci = f" [{_fmt(m['low'])}, {_fmt(m['high'])}]" if m.get("low") is not None else ""
-            lines.append(f"| {r['task']['value']} | {r['task']['name']} | {name} | {_fmt(m['value'])}{ci} | {m['n']} |")
-    settings = {r["settings"]["name"] for r in records}
-    lines += ["", f"Settings: {', '.join(sorted(settings))}. Formulas and limits: `docs/evals.md` in the gptnl "
-                  "repository."]
-    return lines
+            rows.append([r["task"]["value"], r["task"]["name"], name, f"{_fmt(m['value'])}{ci}", m["n"]])
+    return rows
 
 
 def _model_index(name: str, records: list[dict]) -> list[dict]:
@@ -255,38 +242,12 @@ def render(model_dir: Path, evals: Path | None = None) -> str:
                                                          f"({config.get('num_key_value_heads')})"),
             ("vocabulary", config.get("vocab_size")), ("context length", config.get("max_position_embeddings")),
             ("weights", f"{config.get('torch_dtype', '–')}, safetensors")]
-    out = ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).rstrip(), "---", "",
-           f"# {name}", "",
-           ("A Dutch Llama model instruction-tuned by gptnl on Dutch conversations written for the project."
-            if tuned else "A Dutch Llama model pre-trained by gptnl on a licence-checked Dutch corpus."),
-           "This card was written by gptnl from the stages' own records; regenerate it with "
-           f"`gptnl card {model_dir}`.", "",
-           "## Model details", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in arch], "",
-           "Loads with `transformers` (`AutoModelForCausalLM`) and vLLM unchanged; the chat template is in "
-           "`tokenizer_config.json`.", "",
-           "## Training data", "", *_corpus_section(base_lin), ""]
-    out += ["## Training", "", *_training_section(base_lin), ""]
-    if tuned:
-        out += ["## Instruction tuning", "", *_finetune_section(lin["finetune"]), ""]
-    out += ["## Evaluation", "", *_eval_section(records, model_dir), ""]
-    out += ["## Intended use", "",
-            "Research on Dutch language models, and drafting, summarising and answering in Dutch where a person "
-            "checks the output. Served through the gptnl gateway, a service gets keys, limits, an audit log and an "
-            "output guard for personal data.", "",
-            "## Out of scope", "",
-            "Decisions about people (benefits, permits, enforcement) without a person deciding; legal or medical "
-            "advice; anything where an invented fact does harm. Not for languages other than Dutch.", "",
-            "## Limits and risks", "",
-            "- A small model trained on a small corpus writes fluent-looking text that is often wrong. Check "
-            "every statement.",
-            "- The corpus is what its data card says and nothing more: topics and registers outside it are "
-            "weak, and its biases carry over. See the equal-treatment results above before any use that "
-            "touches people.",
-            "- Personal data was replaced in the training data, but memorisation is measured, not excluded: see "
-            "the privacy-canaries exposure.", "",
-            "## Algoritmeregister", "",
-            *[f"**{key.replace('_', ' ').capitalize()}.** {text}\n" for key, text in register.items()]]
-    card = "\n".join(out).rstrip() + "\n"
+    card = render_template(
+        "model_card.md.j2", front_matter=yaml.safe_dump(front, allow_unicode=True, sort_keys=False).rstrip(),
+        name=name, tuned=tuned, model_dir=model_dir, architecture=arch, corpus=_corpus(base_lin),
+        training=_training(base_lin), finetune=_finetune(lin["finetune"]) if tuned else None,
+        evaluations=_evaluation_rows(records), settings=sorted({r["settings"]["name"] for r in records}),
+        register=register).rstrip() + "\n"
     takedowns = model_dir / MODEL_TAKEDOWNS  # kept by `gptnl data takedown`, so a rewritten card keeps them
     if takedowns.is_file():
         card += "\n" + card_section(json.loads(takedowns.read_text()))

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from gptnl.artefacts import TokenizerInputs, TokenizerManifest, TokenizerOutputs, write_manifest
+from gptnl.config.pack import TOKENIZER
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_text, write_manifest
+from gptnl.fileio import atomic_write_text
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -176,7 +178,7 @@ def train(
     vocab_size: int,
     out: Path,
     *,
-    min_frequency: int = 2,
+    min_frequency: int = TOKENIZER.min_frequency,
     model_max_length: int = 4096,
     source: dict | None = None,
 ) -> DutchTokenizer:
@@ -208,13 +210,10 @@ def train(
     atomic_write_text(out / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False))
     atomic_write_text(out / "special_tokens_map.json", json.dumps(special, indent=2))
     loaded = load(out)
-    write_manifest(
-        out,
-        stage="tokenizer",
-        consumed=source or {},
-        produced={"vocab_size": loaded.vocab_size, "checksum": loaded.checksum},
-        config={"vocab_size": vocab_size, "min_frequency": min_frequency},
-    )
+    write_manifest(out, TokenizerManifest(
+        consumed=TokenizerInputs(**(source or {})),
+        produced=TokenizerOutputs(vocab_size=loaded.vocab_size, checksum=loaded.checksum),
+        config={"vocab_size": vocab_size, "min_frequency": min_frequency}))
     return loaded
 
 

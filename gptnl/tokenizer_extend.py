@@ -27,8 +27,10 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from tokenizers import Tokenizer
 
+from gptnl.artefacts import TokenizerInputs, TokenizerManifest, TokenizerOutputs, write_manifest
+from gptnl.config.pack import TOKENIZER
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_text, write_manifest
+from gptnl.fileio import atomic_write_text
 from gptnl.tokenizer import checksum
 
 EXTENSION = "extension.json"
@@ -141,7 +143,7 @@ def learn_merges(tok: Tokenizer, texts: Iterable[str], add: int, min_frequency: 
     return merges
 
 
-def extend(base_dir: Path, texts: Iterable[str], add: int, out: Path, *, min_frequency: int = 2,
+def extend(base_dir: Path, texts: Iterable[str], add: int, out: Path, *, min_frequency: int = TOKENIZER.min_frequency,
            source: dict | None = None) -> VocabExtension:
     """Write `out`: the base tokenizer folder with up to `add` new Dutch tokens learnt on `texts`."""
     base_dir, out = Path(base_dir), Path(out)
@@ -179,10 +181,10 @@ def extend(base_dir: Path, texts: Iterable[str], add: int, out: Path, *, min_fre
                          checksum=checksum(out), base_vocab_size=first,
                          vocab_size=first + len(added), added=added)
     atomic_write_text(out / EXTENSION, ext.model_dump_json(indent=2))
-    write_manifest(out, stage="tokenizer", consumed={"base": ext.base, "base_checksum": ext.base_checksum,
-                                                     **(source or {})},
-                   produced={"vocab_size": ext.vocab_size, "checksum": ext.checksum, "added": len(added)},
-                   config={"add": add, "min_frequency": min_frequency})
+    write_manifest(out, TokenizerManifest(
+        consumed=TokenizerInputs(base=ext.base, base_checksum=ext.base_checksum, **(source or {})),
+        produced=TokenizerOutputs(vocab_size=ext.vocab_size, checksum=ext.checksum, added=len(added)),
+        config={"add": add, "min_frequency": min_frequency}))
     return ext
 
 

@@ -37,6 +37,7 @@ from gptnl.config.data import (  # noqa: F401
 )
 from gptnl.config.finetune import FinetuneConfig, LoraSettings, SftBatch, SftData, load_finetune_config  # noqa: F401
 from gptnl.config.model import ModelConfig, RopeScaling, load_model_config  # noqa: F401
+from gptnl.config.pack import PACK, TOKENIZER, PackSettings, TokenizerSettings  # noqa: F401
 from gptnl.config.serving import (  # noqa: F401
     GatewayConfig,
     LimitsStore,

@@ -1,5 +1,5 @@
-"""What every config shares: strict models, the YAML reader, `--set` overrides and the validator
-whose errors name the file, the field and what it allows."""
+"""What every config shares: strict models, the path type, the YAML reader, `--set` overrides and
+the validator whose errors name the file, the field and what it allows."""
 
 from __future__ import annotations
 
@@ -7,18 +7,31 @@ import copy
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
 from gptnl.errors import ConfigError
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors: a misspelt `gradient_clip` must not silently fall back to a default."""
+    """Unknown keys are errors: a misspelt `gradient_clip` must not silently fall back to a default.
+    Defaults are validated like given values (a default `ConfigPath` is resolved too), and so are
+    default sections, which are model instances."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, revalidate_instances="always")
+
+
+def _from_config_file(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("config_dir")
+    return value if base is None else (Path(base) / value).resolve()
+
+
+ConfigPath = Annotated[Path, AfterValidator(_from_config_file)]
+"""A path in a config file: relative to the YAML file that names it, whether it was written there,
+given with `--set`, or is the field's default; absolute once loaded. Built without a file
+(`Model(...)` in code), it stays as given."""
 
 
 C = TypeVar("C", bound=BaseModel)
@@ -95,10 +108,11 @@ def _allowed_fields(cls: type[BaseModel], loc: tuple) -> list[str]:
     return list(cls.model_fields)
 
 
-def validate(cls: type[C], data: dict[str, Any], source: str) -> C:
-    """`cls(**data)`, or a ConfigError naming `source`, each bad field and what it allows."""
+def validate(cls: type[C], data: dict[str, Any], source: str, config_dir: Path | None = None) -> C:
+    """`cls(**data)`, or a ConfigError naming `source`, each bad field and what it allows; its
+    `ConfigPath`s are resolved against `config_dir` (the YAML file's folder)."""
     try:
-        return cls.model_validate(data)
+        return cls.model_validate(data, context={"config_dir": Path(config_dir).resolve() if config_dir else None})
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc, cls)}") from None
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from gptnl.config.base import Strict, read_yaml, validate
+from gptnl.config.base import ConfigPath, Strict, read_yaml, validate
 
 
 class LicenceTerms(Strict):
@@ -102,7 +102,7 @@ class NerBackend(Strict):
     spaCy pipeline folder. Its path is relative to the recipe."""
 
     kind: Literal["hf", "spacy"]
-    path: Path
+    path: ConfigPath
     labels: list[str] = Field(default=["PER", "PERSON"], min_length=1, description="entity labels that are persons")
     min_score: float = Field(default=0.9, ge=0, le=1, description="hf only: lower-scored entities are left alone")
 
@@ -155,7 +155,7 @@ class NearDedupStep(Strict):
 
 
 class DecontaminationStep(Strict):
-    tasks: Path | None = Field(default=Path("../../evals/tasks"), description="evaluation tasks dir; null: off")
+    tasks: ConfigPath | None = Field(default=Path("../../evals/tasks"), description="evaluation tasks dir; null: off")
     n_grams: int = Field(default=13, gt=0)
 
 
@@ -163,9 +163,9 @@ class RecipeConfig(Strict):
     """`data_pipeline/recipes/*.yaml`: which sources, which policy, which steps with which settings.
     Paths are relative to the recipe file."""
 
-    sources: Path = Path("../sources.yaml")
-    licences: Path = Path("../licences.yaml")
-    blocklist: Path | None = Field(default=None, description="ids, urls and domains to refuse, one per line")
+    sources: ConfigPath = Path("../sources.yaml")
+    licences: ConfigPath = Path("../licences.yaml")
+    blocklist: ConfigPath | None = Field(default=None, description="ids, urls and domains to refuse, one per line")
     reader: ReaderStep = ReaderStep()
     language: LanguageStep = LanguageStep()
     pii: CorpusPiiStep = CorpusPiiStep()
@@ -176,7 +176,7 @@ class RecipeConfig(Strict):
     near_dedup: NearDedupStep = NearDedupStep()
     decontamination: DecontaminationStep = DecontaminationStep()
     tasks: int = Field(default=1, gt=0, description="input shards processed in parallel")
-    count_tokens_with: Path | None = Field(
+    count_tokens_with: ConfigPath | None = Field(
         default=None, description="a tokenizer folder: stats.json and the card also count its tokens kept per "
                                   "source, licence and language")
 
@@ -206,16 +206,6 @@ def load_sources(path: Path) -> SourcesFile:
 
 
 def load_recipe(path: Path) -> RecipeConfig:
-    """A recipe, with its relative paths resolved against the recipe's folder."""
+    """A recipe, with its paths resolved against the recipe's folder."""
     path = Path(path)
-    recipe = validate(RecipeConfig, read_yaml(path), str(path))
-    base = path.resolve().parent
-    resolved = {k: (base / v).resolve() for k in ("sources", "licences", "blocklist", "count_tokens_with")
-                if (v := getattr(recipe, k)) is not None}
-    if recipe.decontamination.tasks is not None:
-        resolved["decontamination"] = recipe.decontamination.model_copy(
-            update={"tasks": (base / recipe.decontamination.tasks).resolve()})
-    if recipe.pii.ner is not None:
-        resolved["pii"] = recipe.pii.model_copy(update={
-            "ner": recipe.pii.ner.model_copy(update={"path": (base / recipe.pii.ner.path).resolve()})})
-    return recipe.model_copy(update=resolved)
+    return validate(RecipeConfig, read_yaml(path), str(path), path.parent)

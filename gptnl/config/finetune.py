@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gptnl.config.base import Strict, apply_overrides, read_yaml, source_label, validate
+from gptnl.config.base import ConfigPath, Strict, apply_overrides, read_yaml, source_label, validate
 from gptnl.config.data import DecontaminationStep, PiiStep
 from gptnl.config.train import CheckpointConfig, OptimConfig
 
@@ -33,7 +33,7 @@ class SftBatch(Strict):
 class SftData(Strict):
     """Gates the instruction data passes, as corpus documents do. Paths are relative to the config file."""
 
-    licences: Path = Path("../../data_pipeline/licences.yaml")
+    licences: ConfigPath = Path("../../data_pipeline/licences.yaml")
     pii: PiiStep = PiiStep()
     decontamination: DecontaminationStep = DecontaminationStep()
     val_fraction: float = Field(default=0.1, ge=0, lt=1, description="held out by a hash of the conversation id")
@@ -61,11 +61,5 @@ class FinetuneConfig(Strict):
 def load_finetune_config(path: Path, overrides: Sequence[str] = ()) -> FinetuneConfig:
     """A fine-tuning config, with the data gates' paths resolved against the config's folder."""
     path = Path(path)
-    cfg = validate(FinetuneConfig, apply_overrides(read_yaml(path), overrides), source_label(path, overrides))
-    base = path.resolve().parent
-    dec = cfg.data.decontamination
-    data = cfg.data.model_copy(update={
-        "licences": (base / cfg.data.licences).resolve(),
-        "decontamination": dec.model_copy(update={"tasks": (base / dec.tasks).resolve() if dec.tasks else None}),
-    })
-    return cfg.model_copy(update={"data": data})
+    return validate(FinetuneConfig, apply_overrides(read_yaml(path), overrides), source_label(path, overrides),
+                    path.parent)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from gptnl.config.base import Strict, read_yaml, validate
+from gptnl.config.base import ConfigPath, Strict, read_yaml, validate
 from gptnl.errors import ConfigError
 
 
@@ -20,7 +20,7 @@ class VllmProfile(Strict):
 
 
 class ServedModel(Strict):
-    path: Path | None = Field(default=None, description="HF model folder; needed when the gateway starts vLLM")
+    path: ConfigPath | None = Field(default=None, description="HF model folder; needed when the gateway starts vLLM")
     max_tokens: int = Field(default=512, gt=0, description="largest max_tokens a request may ask for")
     max_model_len: int = Field(default=2048, gt=0)
     replicas: int = Field(default=1, ge=0, description="vLLM servers the gateway starts and supervises")
@@ -51,10 +51,10 @@ class GatewayConfig(Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, lt=65536)
-    keys: Path = Path("keys.json")
-    audit: Path = Path("audit.jsonl")
+    keys: ConfigPath = Path("keys.json")
+    audit: ConfigPath = Path("audit.jsonl")
     audit_fsync: bool = False
-    logs: Path = Path("logs")
+    logs: ConfigPath = Path("logs")
     max_body_bytes: int = Field(default=1_000_000, gt=0)
     max_header_bytes: int = Field(default=16_384, gt=0, description="request line and headers; more: 431")
     max_headers: int = Field(default=100, gt=0, description="header lines in one request; more: 431")
@@ -65,7 +65,7 @@ class GatewayConfig(Strict):
     health_interval_s: float = Field(default=2.0, gt=0)
     drain_timeout_s: float = Field(default=30, ge=0, description="how long shutdown waits for streams in flight")
     vllm_python: Path | None = Field(default=None, description="Python with vLLM; null: .venv-vllm, then this one")
-    profiles: Path = Path("profiles")
+    profiles: ConfigPath = Path("profiles")
     models: dict[str, ServedModel] = Field(min_length=1)
     store: LimitsStore | None = Field(default=None, description="shared limits store; null: this process's memory")
 
@@ -73,18 +73,11 @@ def load_gateway_config(path: Path, check_models: bool = True) -> GatewayConfig:
     """A gateway config with its paths resolved against the file's folder; each model's profile and
     folder are checked unless only the key store is wanted."""
     path = Path(path)
-    cfg = validate(GatewayConfig, read_yaml(path), str(path))
-    base = path.resolve().parent
-
-    def at(p: Path | None) -> Path | None:
-        return None if p is None else (base / p).resolve()
-
-    models = {name: m.model_copy(update={"path": at(m.path)}) for name, m in cfg.models.items()}
-    # the interpreter keeps its venv path: resolving the symlink would leave the venv
-    python = None if cfg.vllm_python is None else Path(os.path.abspath(base / cfg.vllm_python))
-    cfg = cfg.model_copy(update={"keys": at(cfg.keys), "audit": at(cfg.audit), "logs": at(cfg.logs),
-                                 "vllm_python": python, "profiles": at(cfg.profiles), "models": models})
-    for name, m in models.items() if check_models else ():
+    cfg = validate(GatewayConfig, read_yaml(path), str(path), path.parent)
+    # the interpreter keeps its venv path (not a ConfigPath): resolving the symlink would leave the venv
+    if cfg.vllm_python is not None:
+        cfg = cfg.model_copy(update={"vllm_python": Path(os.path.abspath(path.resolve().parent / cfg.vllm_python))})
+    for name, m in cfg.models.items() if check_models else ():
         if m.replicas and not (cfg.profiles / f"{m.profile}.yaml").is_file():
             known = sorted(p.stem for p in cfg.profiles.glob("*.yaml"))
             raise ConfigError(f"{path}: models.{name}.profile: no profile {m.profile!r} in {cfg.profiles} "

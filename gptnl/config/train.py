@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from gptnl.config.base import Strict, apply_overrides, read_yaml, source_label, validate
+from gptnl.config.base import ConfigPath, Strict, apply_overrides, read_yaml, source_label, validate
 from gptnl.config.model import ModelConfig
 from gptnl.errors import ConfigError
 
@@ -38,7 +38,7 @@ class BatchConfig(Strict):
 
 class MixtureSource(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="names the source in metrics (tokens_seen/NAME)")
-    shards: Path = Field(description="output dir of `gptnl pack` (relative to the config file)")
+    shards: ConfigPath = Field(description="output dir of `gptnl pack` (relative to the config file)")
     weight: float = Field(ge=0, description="share of the training sequences; weights are normalised")
 
 
@@ -82,7 +82,8 @@ class MixtureConfig(Strict):
 
 
 class DataConfig(Strict):
-    shards: Path | None = Field(default=None, description="output dir of `gptnl pack`")
+    shards: ConfigPath | None = Field(default=None, description="output dir of `gptnl pack` (relative to the "
+                                                                "config file)")
     mixture: MixtureConfig | None = Field(default=None, description="several shard sets with weights (not with shards)")
     seed: int = 1234
 
@@ -123,7 +124,7 @@ class TrainConfig(Strict):
     with `init_from` (continued pre-training) it may be left out and is read from the base model."""
 
     model: ModelConfig | None = None
-    init_from: Path | None = Field(default=None, description=(
+    init_from: ConfigPath | None = Field(default=None, description=(
         "a local Hugging Face LlamaForCausalLM folder to continue from (relative to this file)"))
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
@@ -163,12 +164,4 @@ def load_train_config(path: Path, overrides: Sequence[str] = ()) -> TrainConfig:
         if not model_path.is_file():
             raise ConfigError(f"{path}: model: file {model} not found (looked at {model_path})")
         data = {**data, "model": read_yaml(model_path)}
-    cfg = validate(TrainConfig, apply_overrides(data, overrides), source_label(path, overrides))
-    here = path.resolve().parent
-    if cfg.init_from is not None:
-        cfg = cfg.model_copy(update={"init_from": (here / cfg.init_from).resolve()})
-    if cfg.data.mixture is not None:
-        sources = [s.model_copy(update={"shards": (here / s.shards).resolve()}) for s in cfg.data.mixture.sources]
-        mixture = cfg.data.mixture.model_copy(update={"sources": sources})
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"mixture": mixture})})
-    return cfg
+    return validate(TrainConfig, apply_overrides(data, overrides), source_label(path, overrides), path.parent)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from datatrove.executor.local import LocalPipelineExecutor
 
+from gptnl.artefacts import CorpusInputs, CorpusManifest, CorpusOutputs, FileDigest, SkippedPath, write_manifest
 from gptnl.config import RecipeConfig, load_cluster, load_sources
 from gptnl.corpus import document_files
 from gptnl.data_pipeline import ledger as ledger_mod
@@ -23,7 +24,7 @@ from gptnl.data_pipeline.composition import composition
 from gptnl.data_pipeline.inputs import Skipped, discover
 from gptnl.data_pipeline.stages import WORK, stages
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_json, iter_jsonl, sha256_file, write_manifest
+from gptnl.fileio import atomic_write_json, iter_jsonl, sha256_file
 
 EXECUTORS = ("local", "ray", "slurm")
 SHOWN_SKIPPED = 20
@@ -153,13 +154,11 @@ def finalise(recipe_path: Path, recipe: RecipeConfig, out: Path, sources, files,
     stats["composition"] = composition(out, recipe.count_tokens_with)
     atomic_write_json(out / "stats.json", stats)
     write_card(out, recipe, sources, stats)
-    write_manifest(
-        out, stage="data",
-        consumed={"recipe": str(Path(recipe_path).resolve()),
-                  "files": [{"path": str(p), "sha256": sha256_file(p)} for _, p in files],
-                  "skipped": [{"source": s.source, "path": s.path, "reason": s.reason} for s in skipped]},
-        produced={"documents": stats["kept"], "ledger": ledger_mod.LEDGER,
-                  "shards": [p.relative_to(out / "documents").as_posix() for p in document_files(out)]},
-        config=json.loads(recipe.model_dump_json()),
-    )
+    write_manifest(out, CorpusManifest(
+        consumed=CorpusInputs(recipe=str(Path(recipe_path).resolve()),
+                              files=[FileDigest(path=str(p), sha256=sha256_file(p)) for _, p in files],
+                              skipped=[SkippedPath(source=s.source, path=s.path, reason=s.reason) for s in skipped]),
+        produced=CorpusOutputs(documents=stats["kept"], ledger=ledger_mod.LEDGER,
+                               shards=[p.relative_to(out / "documents").as_posix() for p in document_files(out)]),
+        config=json.loads(recipe.model_dump_json())))
     return stats

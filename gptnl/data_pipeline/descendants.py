@@ -43,7 +43,10 @@ def _resolved(value) -> str | None:
 
 
 def manifests(roots: list[Path]) -> dict[str, dict]:
-    """{folder: manifest} of every folder under `roots` with a gptnl manifest (or a run's config)."""
+    """{folder: manifest} of every folder under `roots` with a gptnl manifest (or a run's config).
+
+    Read as plain JSON, not through `artefacts.read_manifest`: a takedown must trace weights made by
+    any earlier gptnl, whose manifests need not match today's models; it needs only their links."""
     found: dict[str, dict] = {}
     for root in roots:
         root = Path(root).resolve()

@@ -21,6 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
+from gptnl.artefacts import CorpusManifest, ShardsManifest, read_manifest, write_manifest
 from gptnl.config import RecipeConfig, load_sources
 from gptnl.corpus import document_files
 from gptnl.data_pipeline import ledger as ledger_mod
@@ -31,7 +32,7 @@ from gptnl.data_pipeline.gates import blocked, read_blocklist
 from gptnl.data_pipeline.stages import WORK
 from gptnl.data_pipeline.takedown_report import TakedownReport, mark_model_card, write_report
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_bytes, atomic_write_json, read_manifest
+from gptnl.fileio import atomic_write_bytes, atomic_write_json
 
 
 def _rewrite_documents(corpus: Path, entries: frozenset[str]) -> dict[tuple[str, str], str]:
@@ -52,10 +53,10 @@ def _rewrite_documents(corpus: Path, entries: frozenset[str]) -> dict[tuple[str,
     return removed
 
 
-def rebuild_command(shards: Path, m: dict) -> str:
-    c = m["config"]
-    return (f"gptnl pack {m['consumed']['corpus']} --tokenizer {m['consumed']['tokenizer']['path']} "
-            f"--seq-len {c['seq_len']} --val-fraction {c['val_fraction']} --shard-tokens {c['shard_tokens']} "
+def rebuild_command(shards: Path, m: ShardsManifest) -> str:
+    c = m.config
+    return (f"gptnl pack {m.consumed.corpus} --tokenizer {m.consumed.tokenizer.path} "
+            f"--seq-len {c.seq_len} --val-fraction {c.val_fraction} --shard-tokens {c.shard_tokens} "
             f"--out {shards}")
 
 
@@ -67,9 +68,7 @@ def takedown(corpus: Path, entries_file: Path, runs: list[Path] = ()) -> dict:
     for root in runs:
         if not Path(root).is_dir():
             raise GptnlError(f"--runs {root}: no such folder")
-    manifest = read_manifest(corpus)
-    if manifest.get("stage") != "data":
-        raise GptnlError(f"{corpus}: not a corpus built by `gptnl data build`")
+    manifest = read_manifest(corpus, CorpusManifest)
     entries = read_blocklist(entries_file)
     if not entries:
         raise GptnlError(f"{entries_file}: no ids, urls or domain: entries in this file")
@@ -83,15 +82,15 @@ def takedown(corpus: Path, entries_file: Path, runs: list[Path] = ()) -> dict:
     ledger_mod.write_ledger(corpus, rows)
 
     old = json.loads((corpus / "stats.json").read_text())
-    recipe = RecipeConfig.model_validate(manifest["config"])
+    recipe = RecipeConfig.model_validate(manifest.config)
     counts = ledger_mod.source_counts(rows, {s: c["inputs"] for s, c in old["sources"].items()})
     stats = {**ledger_mod.corpus_stats(rows, counts, {}, recipe.pii.mode), "pii": old["pii"],
              "composition": composition(corpus, recipe.count_tokens_with),
              "takedowns": [*old.get("takedowns", []), {"date": now[:10], "time": now,
                                                       "entries": sorted(entries), "removed": len(removed)}]}
     atomic_write_json(corpus / "stats.json", stats)
-    atomic_write_json(corpus / "manifest.json", {**manifest, "produced": {**manifest["produced"],
-                                                                          "documents": stats["kept"]}})
+    manifest.produced.documents = stats["kept"]
+    write_manifest(corpus, manifest)
     if removed:
         shutil.rmtree(corpus / WORK, ignore_errors=True)
 
@@ -104,7 +103,7 @@ def takedown(corpus: Path, entries_file: Path, runs: list[Path] = ()) -> dict:
     write_card(corpus, recipe, load_sources(recipe.sources), stats)
 
     # rebuilding the shards is the pack stage's job (`--rebuild` in the CLI)
-    shards = [(Path(d.path), read_manifest(Path(d.path))) for d in found if d.stage == "pack"]
+    shards = [(Path(d.path), read_manifest(Path(d.path), ShardsManifest)) for d in found if d.stage == "pack"]
     report = TakedownReport(
         corpus=str(corpus.resolve()), time=now, entries=sorted(entries), removed=len(removed),
         searched=[str(Path(r).resolve()) for r in [corpus.resolve().parent, *runs]],

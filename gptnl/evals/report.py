@@ -14,6 +14,7 @@ from gptnl.evals import results as res
 from gptnl.evals.spec import VALUES
 from gptnl.evals.tasks import EvalError
 from gptnl.fileio import atomic_write_text
+from gptnl.templates import HTML
 
 TEMPLATES = asset("evals", "templates")
 
@@ -136,7 +137,7 @@ def write_report(results_dir: Path, out: Path, references: Path | None = None) -
                "failed": [f.model_dump() for f in failed],
                "values": {r["task"]["name"]: r["task"]["value"] for r in records},
                "settings": sorted({r["settings"]["name"] for r in records}), "count": len(records)}
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html"]),
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(HTML),
                              undefined=jinja2.StrictUndefined)
     html = Path(out) / "report.html"
     atomic_write_text(html, env.get_template("report.html.j2").render(**context))

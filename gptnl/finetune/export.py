@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
+from gptnl.artefacts import SftInputs, SftManifest, SftOutputs, manifest_or_none, write_manifest
 from gptnl.config import FinetuneConfig
-from gptnl.fileio import atomic_write_json, replace_dir, sha256_file, write_manifest
+from gptnl.fileio import atomic_write_json, replace_dir, sha256_file
 from gptnl.modelcard import write_model_card
 
 
@@ -50,10 +51,9 @@ def export(acc, model, tokenizer, cfg: FinetuneConfig, base: Path, out: Path, da
     acc.wait_for_everyone()
     if acc.is_main_process:
         unwrapped = acc.unwrap_model(model)
-        base_manifest = Path(base) / "manifest.json"
-        consumed = {"base": str(Path(base).resolve()), "data": data,
-                    "base_manifest": json.loads(base_manifest.read_text()).get("created")
-                    if base_manifest.is_file() else None}
+        base_manifest = manifest_or_none(Path(base))
+        consumed = SftInputs(base=str(Path(base).resolve()), data=data,
+                             base_manifest=base_manifest.created if base_manifest else None)
         if cfg.method == "lora":
             _write(out / "adapter", lambda tmp: unwrapped.save_pretrained(tmp, state_dict=state))
             _write(out / "model", lambda tmp: _merged(base, out / "adapter", tokenizer, tmp))
@@ -64,9 +64,9 @@ def export(acc, model, tokenizer, cfg: FinetuneConfig, base: Path, out: Path, da
         tokenizer.save_pretrained(model_dir)
         atomic_write_json(model_dir / "generation_config.json", _generation_config(tokenizer, Path(base)))
         weights = {p.name: sha256_file(p) for p in sorted(model_dir.glob("*.safetensors"))}
-        write_manifest(model_dir, stage="finetune", consumed=consumed,
-                       produced={"method": cfg.method, "steps": cfg.max_steps, "weights": weights, **evals},
-                       config=json.loads(cfg.model_dump_json()))
+        write_manifest(model_dir, SftManifest(
+            consumed=consumed, produced=SftOutputs(method=cfg.method, steps=cfg.max_steps, weights=weights, **evals),
+            config=json.loads(cfg.model_dump_json())))
         write_model_card(model_dir)
     acc.wait_for_everyone()
     return out / "model"

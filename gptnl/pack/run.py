@@ -21,8 +21,18 @@ import numpy as np
 
 from gptnl import corpus as corpus_mod
 from gptnl import tokenizer as tokenizer_mod
+from gptnl.artefacts import (
+    FileDigest,
+    ShardsInputs,
+    ShardsManifest,
+    ShardsOutputs,
+    TokenizerRef,
+    read_manifest,
+    write_manifest,
+)
+from gptnl.config.pack import PACK, PackSettings
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_json, read_manifest, write_manifest
+from gptnl.fileio import atomic_write_json
 from gptnl.pack.shards import SPLITS, ShardWriter, token_dtype
 from gptnl.pack.tasks import PackFiles, done_part, part_record, part_stream
 
@@ -69,13 +79,13 @@ def pack(
     seq_len: int,
     out: Path,
     *,
-    val_fraction: float = 0.01,
-    shard_tokens: int = 1 << 25,
+    val_fraction: float = PACK.val_fraction,
+    shard_tokens: int = PACK.shard_tokens,
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
     executor: str = "local",
     ray_address: str | None = None,
-) -> dict:
+) -> ShardsManifest:
     """Pack `corpus` into `out`; returns the manifest. `progress` is called with bytes read."""
     if executor not in EXECUTORS:
         raise GptnlError(f"--executor {executor!r}: allowed values are {', '.join(EXECUTORS)} "
@@ -158,18 +168,13 @@ def merge(corpus: Path, tokenizer_dir: Path, seq_len: int, out: Path, *, val_fra
     if not splits["train"]["sequences"]:
         raise GptnlError(f"{corpus}: only {splits['train']['tokens']} training tokens, fewer than one sequence of "
                          f"{seq_len}")
-    manifest = write_manifest(
-        out,
-        stage="pack",
-        consumed={
-            "corpus": str(Path(corpus).resolve()),
-            "files": [{"path": r["path"], "sha256": r["sha256"]} for r in records],
-            "tokenizer": {"path": str(Path(tokenizer_dir).resolve()), "checksum": tok.checksum},
-        },
-        produced={"dtype": dtype.name, "seq_len": seq_len, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id,
-                  "bos_ids": tok.bos_ids, "splits": splits},
-        config={"seq_len": seq_len, "val_fraction": val_fraction, "shard_tokens": shard_tokens},
-    )
+    manifest = write_manifest(out, ShardsManifest(
+        consumed=ShardsInputs(corpus=str(Path(corpus).resolve()),
+                              files=[FileDigest(path=r["path"], sha256=r["sha256"]) for r in records],
+                              tokenizer=TokenizerRef(path=str(Path(tokenizer_dir).resolve()), checksum=tok.checksum)),
+        produced=ShardsOutputs(dtype=dtype.name, seq_len=seq_len, vocab_size=tok.vocab_size, eos_id=tok.eos_id,
+                               bos_ids=tok.bos_ids, splits=splits),
+        config=PackSettings(seq_len=seq_len, val_fraction=val_fraction, shard_tokens=shard_tokens)))
     shutil.rmtree(out / WORK)
     return manifest
 
@@ -185,12 +190,10 @@ def _feed(writer: ShardWriter, stream: Path, dtype: np.dtype, documents: int) ->
         writer.add(tokens[start:start + READ_CHUNK], documents=0)
 
 
-def repack(shards: Path) -> dict:
+def repack(shards: Path) -> ShardsManifest:
     """Pack `shards` again from the corpus and tokenizer its manifest names, with the same settings
     (after a takedown removed documents from that corpus)."""
-    m = read_manifest(shards)
-    if m.get("stage") != "pack":
-        raise GptnlError(f"{shards}: not a shards dir written by `gptnl pack`")
-    c = m["config"]
-    return pack(Path(m["consumed"]["corpus"]), Path(m["consumed"]["tokenizer"]["path"]), c["seq_len"], shards,
-                val_fraction=c["val_fraction"], shard_tokens=c["shard_tokens"])
+    m = read_manifest(shards, ShardsManifest)
+    c = m.config
+    return pack(Path(m.consumed.corpus), Path(m.consumed.tokenizer.path), c.seq_len, shards,
+                val_fraction=c.val_fraction, shard_tokens=c.shard_tokens)

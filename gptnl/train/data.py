@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gptnl.artefacts import ShardsManifest, read_manifest
 from gptnl.errors import GptnlError
-from gptnl.fileio import read_manifest
 
 
 class Shards:
@@ -22,24 +22,22 @@ class Shards:
 
     def __init__(self, path: Path, split: str):
         self.path = Path(path)
-        self.manifest = read_manifest(self.path)
-        if self.manifest.get("stage") != "pack":
-            raise GptnlError(f"{path}: not a `gptnl pack` output (manifest stage {self.manifest.get('stage')!r})")
-        produced = self.manifest["produced"]
-        self.seq_len: int = produced["seq_len"]
-        self.vocab_size: int = produced["vocab_size"]
-        dtype = np.dtype(produced["dtype"])
+        self.manifest = read_manifest(self.path, ShardsManifest)
+        produced = self.manifest.produced
+        self.seq_len: int = produced.seq_len
+        self.vocab_size: int = produced.vocab_size
+        dtype = np.dtype(produced.dtype)
         self._maps: list[np.memmap] = []
         self._starts: list[int] = []
         n = 0
-        for shard in produced["splits"][split]["shards"]:
-            file = self.path / shard["file"]
-            expected = shard["sequences"] * self.seq_len * dtype.itemsize
+        for shard in produced.splits[split].shards:
+            file = self.path / shard.file
+            expected = shard.sequences * self.seq_len * dtype.itemsize
             if not file.is_file() or file.stat().st_size != expected:
                 raise GptnlError(f"{file}: missing or truncated shard (expected {expected} bytes); re-run `gptnl pack`")
             self._maps.append(np.memmap(file, dtype=dtype, mode="r").reshape(-1, self.seq_len))
             self._starts.append(n)
-            n += shard["sequences"]
+            n += shard.sequences
         self.num_sequences = n
 
     def __len__(self) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gptnl.artefacts import ShardsManifest
 from gptnl.errors import ConfigError
 
 LOGLIK_TYPES = ("multiple_choice", "pairs")
@@ -86,7 +87,7 @@ def task_metrics(tasks: list, scorer: LocalScorer, limit: int | None, seed: int 
     return out
 
 
-def tokenizer_of(manifest: dict):
+def tokenizer_of(manifest: ShardsManifest):
     from gptnl import tokenizer as tokenizer_mod
 
-    return tokenizer_mod.load(Path(manifest["consumed"]["tokenizer"]["path"])).tokenizer
+    return tokenizer_mod.load(Path(manifest.consumed.tokenizer.path)).tokenizer

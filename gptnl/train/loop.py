@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from gptnl.artefacts import RunInputs, RunManifest, RunOutputs, write_manifest
 from gptnl.config import ModelConfig, TrainConfig
 from gptnl.errors import CheckpointError, ConfigError, GptnlError
-from gptnl.fileio import atomic_write_json, write_manifest
+from gptnl.fileio import atomic_write_json
 from gptnl.model import Llama, document_ids
 from gptnl.tokenizer_extend import VocabExtension
 from gptnl.train import checkpoint as ckpt
@@ -53,8 +54,8 @@ def _record_run_config(run_dir: Path, cfg: TrainConfig, stream: Stream) -> dict:
         "train": json.loads(cfg.model_dump_json()),
         "shards": stream.paths[stream.names[0]] if stream.names else stream.paths[""],
         **({"mixture": stream.paths} if stream.names else {}),
-        "tokenizer": manifest["consumed"]["tokenizer"],
-        "seq_len": manifest["produced"]["seq_len"],
+        "tokenizer": manifest.consumed.tokenizer.model_dump(),
+        "seq_len": manifest.produced.seq_len,
     }
     path = run_dir / RUN_CONFIG
     if not path.is_file():
@@ -114,7 +115,7 @@ def forward(engine, x: torch.Tensor, cfg: TrainConfig, eos_id: int) -> torch.Ten
 def _validate(engine, val: Shards, cfg: TrainConfig, rank: int, world: int, device) -> float:
     engine.eval()
     loss_sum = count = 0.0
-    eos_id = val.manifest["produced"]["eos_id"]
+    eos_id = val.manifest.produced.eos_id
     with torch.no_grad():
         for idx in validation_indices(len(val), cfg.eval.batches, cfg.batch.micro_batch_size, rank, world):
             x = val.batch(idx).to(device)
@@ -203,7 +204,7 @@ def _setup(cfg: TrainConfig, run_dir: Path, shards: Path | None, console: Consol
     global_batch = cfg.batch.micro_batch_size * cfg.batch.grad_accum_steps * world
     stream = open_stream(cfg, find_shards(shards, cfg, run_dir), global_batch)
     seq_len = stream.first.seq_len
-    extension = initial.check_tokenizer(cfg, stream.first.manifest["consumed"]["tokenizer"])
+    extension = initial.check_tokenizer(cfg, stream.first.manifest.consumed.tokenizer.model_dump())
     model_cfg = initial.model_config(cfg, stream.first.vocab_size, extension)
     if seq_len > model_cfg.max_seq_len:
         raise ConfigError(f"shards have seq_len {seq_len}, above the model's max_seq_len {model_cfg.max_seq_len}")
@@ -213,7 +214,7 @@ def _setup(cfg: TrainConfig, run_dir: Path, shards: Path | None, console: Consol
     torch.distributed.barrier()
     tasks = in_training.load_tasks(cfg.eval.tasks) if cfg.eval.tasks else []  # a bad name fails here, not at step N
     return Run(cfg, run_dir, stream, model_cfg, rank, world, device, global_batch, 0, 0.0,
-               stream.first.manifest["produced"]["eos_id"], tasks, extension)
+               stream.first.manifest.produced.eos_id, tasks, extension)
 
 
 def _model(run: Run) -> Llama:
@@ -271,15 +272,13 @@ def train(cfg: TrainConfig, run_dir: Path, *, shards: Path | None = None, univer
 def _finish(run: Run, step: int, position: int, console: Console) -> None:
     plot_loss(run.run_dir)
     recorded = shards_of_run(run.run_dir)
-    write_manifest(
-        run.run_dir, stage="train",
-        consumed={"shards": recorded["shards"], **({"mixture": recorded["mixture"]} if "mixture" in recorded else {}),
-                  "tokenizer": run.stream.first.manifest["consumed"]["tokenizer"],
-                  **({"base_model": recorded["base_model"]} if recorded.get("base_model") else {})},
-        produced={"step": step, "checkpoint": ckpt.tag_for(step), "tokens_seen": position * run.stream.first.seq_len,
-                  "parameters": run.n_params, **run.stream.seen(position)},
-        config=json.loads(run.cfg.model_copy(update={"model": run.model_cfg}).model_dump_json()),
-    )
+    write_manifest(run.run_dir, RunManifest(
+        consumed=RunInputs(shards=recorded["shards"], mixture=recorded.get("mixture"),
+                           tokenizer=run.stream.first.manifest.consumed.tokenizer,
+                           base_model=recorded.get("base_model")),
+        produced=RunOutputs(step=step, checkpoint=ckpt.tag_for(step), tokens_seen=position * run.stream.first.seq_len,
+                            parameters=run.n_params, **run.stream.seen(position)),  # folded per source
+        config=json.loads(run.cfg.model_copy(update={"model": run.model_cfg}).model_dump_json())))
     console.print(f"done: step {step}, checkpoint {run.run_dir / ckpt.tag_for(step)}")
 
 
@@ -337,7 +336,7 @@ class StepLoop:
                 manifest = run.stream.first.manifest
                 self.scorer = in_training.LocalScorer(self.engine, in_training.tokenizer_of(manifest), run.eos_id,
                                                       run.stream.first.seq_len, run.device,
-                                                      bos_ids=manifest["produced"].get("bos_ids", []))
+                                                      bos_ids=manifest.produced.bos_ids)
             self.engine.eval()
             record = {"step": step, **record,
                       **in_training.task_metrics(run.tasks, self.scorer, cfg.eval.task_limit, cfg.data.seed)}

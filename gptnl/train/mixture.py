@@ -89,8 +89,8 @@ class Mixture(Stream):
         self.weights = [s.weight for s in mix.sources]
         first = self.train[0]
         for s, t in zip(mix.sources, self.train, strict=True):
-            theirs, mine = t.manifest["consumed"]["tokenizer"]["checksum"], first.manifest["consumed"]["tokenizer"]
-            if theirs != mine["checksum"] or t.seq_len != first.seq_len:
+            theirs, mine = t.manifest.consumed.tokenizer.checksum, first.manifest.consumed.tokenizer.checksum
+            if theirs != mine or t.seq_len != first.seq_len:
                 raise ConfigError(f"mixture source {s.name}: packed with another tokenizer or seq_len than "
                                   f"{self.names[0]} ({s.shards}); every source needs the same")
             if not len(t):

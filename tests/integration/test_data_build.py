@@ -140,8 +140,8 @@ def test_card_and_manifest(corpus):
 
 def test_output_is_readable_by_pack(corpus, sample_tokenizer, tmp_path):
     m = pack(corpus, sample_tokenizer, 64, tmp_path / "shards", val_fraction=0.1)
-    splits = m["produced"]["splits"]
-    assert splits["train"]["documents"] + splits["validation"]["documents"] == 235
+    splits = m.produced.splits
+    assert splits["train"].documents + splits["validation"].documents == 235
 
 
 def test_rerun_is_identical_and_skips_finished_tasks(tmp_path, corpus):

@@ -16,10 +16,11 @@ import pytest
 import yaml
 from conftest import ROOT, SAMPLE, run_trainer, write_train_config
 
+from gptnl.artefacts import SftInputs, SftManifest, SftOutputs, write_manifest
 from gptnl.config import load_recipe
 from gptnl.data_pipeline.build import build
 from gptnl.data_pipeline.descendants import descendants
-from gptnl.fileio import sha256_file, write_manifest
+from gptnl.fileio import sha256_file
 from gptnl.pack import pack
 from gptnl.train.export import export_run
 
@@ -48,8 +49,8 @@ def lineage(tmp_path_factory, sample_tokenizer, tiny_base):
     export = export_run(runs / "pretrain", runs / "pretrain" / "export")
     tuned = runs / "sft" / "model"
     tuned.mkdir(parents=True)
-    write_manifest(tuned, stage="finetune", consumed={"base": str(export), "data": {}},
-                   produced={"method": "lora", "steps": 1}, config={})
+    write_manifest(tuned, SftManifest(consumed=SftInputs(base=str(export), data={}),
+                                      produced=SftOutputs(method="lora", steps=1, weights={}), config={}))
     (tuned / "README.md").write_text("# tuned\n")
     running = runs / "second-run"
     running.mkdir()

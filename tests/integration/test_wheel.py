@@ -27,6 +27,8 @@ def test_the_wheel_ships_every_task_and_data_file(wheel):
                    if f"gptnl/assets/{p.relative_to(ROOT).as_posix()}" not in names]
         assert tracked and not missing, missing
     assert not any(n.startswith(("configs/", "evals/", "tests/", "bench/")) for n in names)
+    templates = sorted(p.name for p in (ROOT / "gptnl" / "templates").glob("*.j2"))
+    assert templates and all(f"gptnl/templates/{t}" in names for t in templates), templates
 
 
 def test_installed_wheel_runs_from_another_folder(wheel_demo):

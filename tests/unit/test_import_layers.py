@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gptnl"
 # Bottom to top; a module belongs to the longest prefix listed. Keep docs/architecture.md in step.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("gptnl", "gptnl.errors", "gptnl.fileio", "gptnl.config", "gptnl.artefacts", "gptnl.assets",
-              "gptnl.pii", "gptnl.corpus")),
+              "gptnl.templates", "gptnl.pii", "gptnl.corpus")),
     ("lower stages", ("gptnl.model", "gptnl.tokenizer", "gptnl.data_pipeline", "gptnl.slurm", "gptnl.public_data")),
     ("upper stages", ("gptnl.hf", "gptnl.pack", "gptnl.tokenizer_extend", "gptnl.serving", "gptnl.evals",
                       "gptnl.modelcard")),

@@ -8,6 +8,7 @@ import pytest
 from conftest import SAMPLE
 
 from gptnl import tokenizer as tokenizer_mod
+from gptnl.artefacts import ShardsManifest, read_manifest
 from gptnl.corpus import iter_documents
 from gptnl.errors import GptnlError
 from gptnl.pack import pack, split_of
@@ -64,15 +65,15 @@ def test_split_is_stable_when_documents_are_added(tmp_path, sample_tokenizer):
     # documents keep their split: the old validation stream is a prefix of the new one
     old, new = stream(tmp_path / "sa", "validation"), stream(tmp_path / "sb", "validation")
     assert len(old) > 0 and new[: len(old)].tolist() == old.tolist()
-    sa, sb = a["produced"]["splits"], b["produced"]["splits"]
-    assert sb["validation"]["documents"] >= sa["validation"]["documents"]
-    assert sb["train"]["documents"] > sa["train"]["documents"]
+    sa, sb = a.produced.splits, b.produced.splits
+    assert sb["validation"].documents >= sa["validation"].documents
+    assert sb["train"].documents > sa["train"].documents
 
 
 def test_many_small_shards(tmp_path, sample_tokenizer):
     m = pack(SAMPLE, sample_tokenizer, 64, tmp_path / "s", val_fraction=0.1, shard_tokens=64 * 50)
-    train = m["produced"]["splits"]["train"]
-    assert len(train["shards"]) > 3 and all(s["sequences"] <= 50 for s in train["shards"])
+    train = m.produced.splits["train"]
+    assert len(train.shards) > 3 and all(s.sequences <= 50 for s in train.shards)
     shards = Shards(tmp_path / "s", "train")
     assert shards.sequence(len(shards) - 1).shape == (64,)
 
@@ -93,7 +94,7 @@ def test_packing_10mb_does_not_hold_the_corpus(tmp_path, sample_tokenizer):
     m = pack(corpus, sample_tokenizer, 256, tmp_path / "s", shard_tokens=1 << 18)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert m["produced"]["splits"]["train"]["tokens"] > 2_000_000
+    assert m.produced.splits["train"].tokens > 2_000_000
     assert peak < 5_000_000, f"peak Python memory {peak / 1e6:.1f} MB while packing 10 MB"
 
 
@@ -125,7 +126,7 @@ def test_a_base_models_tokenizer_ends_documents_with_its_own_end_token(tmp_path,
     tok = tokenizer_mod.load(base)
     assert tok.eos_id == tok.id("<|end|>") != tokenizer_mod.load(sample_tokenizer).eos_id
     manifest = pack(SAMPLE, base, 64, tmp_path / "shards", val_fraction=0.1)
-    assert manifest["produced"]["eos_id"] == tok.id("<|end|>")
+    assert manifest.produced.eos_id == tok.id("<|end|>")
     (base / "tokenizer_config.json").write_text(json.dumps({**config, "eos_token": "<|end_of_text|>"}))
     with pytest.raises(GptnlError, match=re.escape("tokenizer has no <|end_of_text|> token")):
         _ = tokenizer_mod.load(base).eos_id
@@ -147,7 +148,7 @@ def test_a_base_that_adds_a_bos_token_gets_one_before_each_document(tmp_path, sa
     tok = tokenizer_mod.load(base)
     assert tok.bos_ids == [tok.id("<s>")]
     manifest = pack(SAMPLE, base, 64, tmp_path / "shards", val_fraction=0.1)
-    assert manifest["produced"]["bos_ids"] == [tok.id("<s>")]
+    assert manifest.produced.bos_ids == [tok.id("<s>")]
     expected = []
     for doc in iter_documents(SAMPLE):
         if split_of(doc.id, 0.1) == "train":
@@ -190,7 +191,7 @@ def test_a_rerun_redoes_only_the_files_whose_part_was_not_finished(tmp_path, sam
     manifest = pack(SAMPLE, sample_tokenizer, 64, out, val_fraction=0.1, shard_tokens=4096)
     assert done == [1, 3]
     assert shards_bytes(out) == shards_bytes(tmp_path / "whole")
-    assert manifest["produced"] == json.loads((tmp_path / "whole" / "manifest.json").read_text())["produced"]
+    assert manifest.produced == read_manifest(tmp_path / "whole", ShardsManifest).produced
     assert not (out / ".pack").exists()  # the work files go once the manifest is written
 
 
@@ -215,7 +216,7 @@ def test_a_part_of_a_changed_file_or_of_other_settings_is_not_reused(tmp_path, s
     assert done == [1]
     manifest = pack(corpus, sample_tokenizer, 64, out, val_fraction=0.2, shard_tokens=4096)  # another split
     assert done == [1, 0, 1]
-    docs = sum(s["documents"] for s in manifest["produced"]["splits"].values())
+    docs = sum(s.documents for s in manifest.produced.splits.values())
     assert docs == sum(1 for _ in iter_documents(corpus))
 
 

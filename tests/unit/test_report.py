@@ -68,3 +68,15 @@ def test_reference_rows_keep_quoted_commas(tmp_path):
     (ref,) = read_references(tmp_path / "refs.csv")
     assert (ref.model, ref.value, ref.source) == ("A, B", 0.5, "p. 3, t. 2")
     assert json.loads(ref.model_dump_json())["task"] == "kennis"
+
+
+def test_text_from_models_and_errors_is_escaped_in_the_html(tmp_path):
+    """A failed cell's error (an upstream's body) or a task name is text, never markup in the page."""
+    d = tmp_path / "results"
+    res.append(d / "results.jsonl", record("alfa", "kennis", "kennis", "public-values", "accuracy", 0.5))
+    res.append_failure(d / "failed.jsonl", res.FailedCell(cell="c", model="alfa", task="belebele-nl",
+                                                          settings="default", error="<script>alert(1)</script> & co",
+                                                          at="2026-01-02T00:00:00"))
+    html = write_report(d, tmp_path / "report").read_text()
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in html
+    assert "<script>alert(1)</script> & co" in (tmp_path / "report" / "report.md").read_text()  # Markdown: as is
