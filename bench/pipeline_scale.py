@@ -13,7 +13,8 @@ fork and exec into the child's `ru_maxrss`.
 Goal: peak memory that does not grow with the corpus (no per-document state held in memory) and
 time linear in it (the largest size within 10 % of its share of the smaller's time).
 
-    python bench/pipeline_scale.py [--sizes 10000 100000 1000000] [--workers 2] [--out bench/results/pipeline_scale.json]
+    python bench/pipeline_scale.py [--sizes 10000 100000 1000000] [--workers 2] \
+        [--out bench/results/pipeline_scale.json]
     python bench/pipeline_scale.py --quick      # two small sizes, for tests
 """
 

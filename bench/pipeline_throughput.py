@@ -125,7 +125,7 @@ def full_recipe(work: Path, data: Path) -> tuple[float, int]:
     (work / "recipe.yaml").write_text(text.replace("tasks: ../../evals/tasks", f"tasks: {ROOT / 'evals/tasks'}"))
     t0 = time.perf_counter()
     stats = build(work / "recipe.yaml", load_recipe(work / "recipe.yaml"), work / "corpus")
-    return time.perf_counter() - t0, stats["kept"]
+    return time.perf_counter() - t0, stats.kept
 
 
 def main() -> None:

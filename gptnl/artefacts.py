@@ -79,6 +79,89 @@ class CorpusManifest(_Manifest):
     produced: CorpusOutputs
 
 
+class SourceCounts(_Record):
+    inputs: int
+    kept: int = 0
+    refused: int = 0
+
+
+class OptOuts(_Record):
+    tdm: int = 0
+    blocklist: int = 0
+
+
+class Takedown(_Record):
+    date: str
+    time: str | None = None
+    entries: list[str]
+    removed: int
+
+
+class CompositionRow(_Record):
+    source: str
+    licence: str
+    lang: str
+    documents: int
+    words: int
+    tokens: int | None = None
+
+
+class LanguageCounts(_Record):
+    documents: int
+    words: int
+    tokens: int | None = None
+
+
+class Composition(_Record):
+    """What was kept, per source, licence and language (and a named tokenizer's tokens)."""
+    rows: list[CompositionRow]
+    languages: dict[str, LanguageCounts]
+    tokenizer: TokenizerRef | None = None
+
+
+class CorpusStats(_Record):
+    """`stats.json`, what `gptnl data build` returns: every input kept or refused, counted."""
+    sources: dict[str, SourceCounts]
+    licences: dict[str, int]  # kept documents per licence
+    inputs: int
+    kept: int
+    refused: int
+    refused_by_step: dict[str, dict[str, int]]  # step: reason: documents
+    pii: dict[str, int]  # replaced, per kind
+    pii_mode: str
+    opt_outs: OptOuts
+    composition: Composition | None = None
+    takedowns: list[Takedown] = []
+
+
+class BuildSubmitted(_Record):
+    """`gptnl data build --executor slurm`: the stages' array jobs and the job that finishes the corpus."""
+    jobs: dict[str, str | int]
+    finalise: str | int
+    logs: str
+
+
+class BuildPlan(_Record):
+    """`gptnl slurm submit data --dry-run`: every stage's sbatch script, as it would be sent."""
+    scripts: list[tuple[str, str]]
+
+
+def read_stats(corpus: Path) -> CorpusStats:
+    file = Path(corpus) / "stats.json"
+    try:
+        return CorpusStats.model_validate_json(file.read_bytes())
+    except FileNotFoundError:
+        raise GptnlError(f"{corpus}: not a corpus built by `gptnl data build` (no stats.json)") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise GptnlError(f"{file}: not a corpus's stats ({'.'.join(map(str, first['loc']))}: {first['msg']})") from None
+
+
+def write_stats(corpus: Path, stats: CorpusStats) -> CorpusStats:
+    atomic_write_json(Path(corpus) / "stats.json", json.loads(stats.model_dump_json()))
+    return stats
+
+
 # --- tokenizer: `gptnl tokenizer train|extend` ---------------------------------------------------
 
 class TokenizerInputs(_Record):

@@ -156,24 +156,25 @@ def data_build(
     cluster: Path = typer.Option(None, "--cluster", help="Slurm cluster profile (slurm/clusters/*.yaml)."),
 ) -> None:
     """Run the corpus pipeline: every input document is kept or refused with a reason in the ledger."""
+    from gptnl.artefacts import BuildSubmitted
     from gptnl.config import load_recipe
     from gptnl.data_pipeline.build import build
 
     stats = build(recipe, load_recipe(recipe), out, workers=workers, executor=executor, ray_address=address,
                   cluster=cluster)
-    if "finalise" in stats:
-        for stage, job in stats["jobs"].items():
+    if isinstance(stats, BuildSubmitted):
+        for stage, job in stats.jobs.items():
             console.print(f"{stage}: " + ("already complete" if job == -1 else f"job {job}"))
-        console.print(f"submitted: job {stats['finalise']} finishes the corpus in {out} when every stage is done; "
-                      f"logs under {stats['logs']}")
+        console.print(f"submitted: job {stats.finalise} finishes the corpus in {out} when every stage is done; "
+                      f"logs under {stats.logs}")
         return
     table = Table(title=f"ledger of {out}")
     for col in ("source", "read", "kept", "refused"):
         table.add_column(col)
-    for name, c in stats["sources"].items():
-        table.add_row(name, str(c["inputs"]), str(c.get("kept", 0)), str(c.get("refused", 0)))
+    for name, c in stats.sources.items():
+        table.add_row(name, str(c.inputs), str(c.kept), str(c.refused))
     console.print(table)
-    for step, reasons in stats["refused_by_step"].items():
+    for step, reasons in stats.refused_by_step.items():
         console.print(f"refused by {step}: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
 
 
@@ -566,14 +567,14 @@ def slurm_submit_data(
     stats = build(recipe, load_recipe(recipe), out, workers=workers, executor="slurm", cluster=cluster,
                   dry_run=dry_run)
     if dry_run:
-        for name, script in stats["scripts"]:
+        for name, script in stats.scripts:
             print(f"# ---- {name} ----\n{script}")
         return
-    for stage, job in stats["jobs"].items():
+    for stage, job in stats.jobs.items():
         typer.echo(f"{stage}: " + ("already complete" if job == -1 else f"job {job}"), err=True)
-    print(stats["finalise"])
-    typer.echo(f"submitted: job {stats['finalise']} finishes the corpus in {Path(out).resolve()} when every stage "
-               f"is done; logs under {stats['logs']}", err=True)
+    print(stats.finalise)
+    typer.echo(f"submitted: job {stats.finalise} finishes the corpus in {Path(out).resolve()} when every stage "
+               f"is done; logs under {stats.logs}", err=True)
 
 
 @submit_app.command("pack")

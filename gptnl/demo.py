@@ -254,15 +254,16 @@ def run_demo(out: Path, *, quick: bool = False, fresh: bool = False, console: Co
 
 
 def _corpus_stage(out: Path, console: Console, starts: list) -> Path:
+    from gptnl.artefacts import read_stats
     from gptnl.config import load_recipe
     from gptnl.data_pipeline.build import build as build_corpus
 
     t = _stage(console, 1, "corpus: licence gate, opt-outs, language ID, PII, quality, dedup → ledger", starts)
     corpus = out / "corpus"
     _reuse_or_make(console, corpus, lambda: build_corpus(RECIPE, load_recipe(RECIPE), corpus))
-    stats = json.loads((corpus / "stats.json").read_text())
-    console.print(f"{stats['inputs']} documents read, {stats['kept']} kept, {stats['refused']} refused "
-                  f"({', '.join(f'{step} {sum(r.values())}' for step, r in stats['refused_by_step'].items())}); "
+    stats = read_stats(corpus)
+    console.print(f"{stats.inputs} documents read, {stats.kept} kept, {stats.refused} refused "
+                  f"({', '.join(f'{step} {sum(r.values())}' for step, r in stats.refused_by_step.items())}); "
                   f"ledger and CARD.md in {corpus} ({time.perf_counter() - t:.1f}s)")
     return corpus
 

@@ -170,8 +170,8 @@ def redact(
 NAME = "NAME"
 _UP, _LOW = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"
 _WORD = rf"[{_UP}][{_LOW}]+(?:['’][{_LOW}]+)?(?:-[{_UP}][{_LOW}]+)*"
-_TUSSEN = r"(?:[Vv]an|[Dd]e|[Dd]er|[Dd]en|[Tt]er|[Tt]en|[Tt]e|[Hh]et|in|op|['’]t|[Ll]a|[Ll]e|[Dd]u|[Dd]a|[Vv]on|[Ee]l|[Aa]l)"
-_INITIALS = rf"[{_UP}]\.(?:[ \t]?-?[{_UP}]\.)*[ \t]?"  # one loop: "J.", "J.P.", "J. P.", "J.-P." (no backtracking blow-up)
+_TUSSEN = r"(?:[Vv]an|[Dd]e|[Dd]er|[Dd]en|[Tt]er|[Tt]en|[Tt]e|[Hh]et|in|op|['’]t|[Ll]a|[Ll]e|[Dd]u|[Dd]a|[Vv]on|[Ee]l|[Aa]l)"  # noqa: E501
+_INITIALS = rf"[{_UP}]\.(?:[ \t]?-?[{_UP}]\.)*[ \t]?"  # noqa: E501 one loop: "J.", "J.P.", "J. P.", "J.-P." (no backtracking blow-up)
 _SURNAME = rf"(?:{_TUSSEN}[ \t]+){{0,3}}{_WORD}(?:-(?:{_TUSSEN}[ \t]+){{0,2}}{_WORD})?"
 _PERSON = rf"(?:{_INITIALS}|(?:{_WORD}[ \t]+){{1,2}}(?={_TUSSEN}[ \t]|[{_UP}]))?{_SURNAME}"
 _TITLE = (r"(?:heer|[Mm]evrouw|[Mm]eneer|[Mm]evr\.|[Mm]w\.|[Mm]ej\.|[Dd]hr\.|[Mm]r\.|[Dd]r\.|[Dd]rs\.|[Ii]r\.|"

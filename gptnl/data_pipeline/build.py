@@ -15,7 +15,18 @@ from pathlib import Path
 
 from datatrove.executor.local import LocalPipelineExecutor
 
-from gptnl.artefacts import CorpusInputs, CorpusManifest, CorpusOutputs, FileDigest, SkippedPath, write_manifest
+from gptnl.artefacts import (
+    BuildPlan,
+    BuildSubmitted,
+    CorpusInputs,
+    CorpusManifest,
+    CorpusOutputs,
+    CorpusStats,
+    FileDigest,
+    SkippedPath,
+    write_manifest,
+    write_stats,
+)
 from gptnl.config import RecipeConfig, load_cluster, load_sources
 from gptnl.corpus import document_files
 from gptnl.data_pipeline import ledger as ledger_mod
@@ -114,8 +125,8 @@ def stat_totals(logging_dir: Path) -> dict[str, int]:
 
 def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int | None = None,
           executor: str = "local", ray_address: str | None = None, cluster: Path | None = None,
-          dry_run: bool = False) -> dict:
-    """Run the recipe into `out`; returns stats. `executor="ray"` connects to `ray_address`
+          dry_run: bool = False) -> CorpusStats | BuildSubmitted | BuildPlan:
+    """Run the recipe into `out`; returns its stats. `executor="ray"` connects to `ray_address`
     (or starts a local Ray) and stops what it started. `executor="slurm"` submits array jobs and a
     final job that finishes the corpus, and returns their job ids at once (with `dry_run`, their
     scripts, and nothing is written)."""
@@ -132,12 +143,12 @@ def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int | 
     if executor == "slurm" and dry_run:
         from gptnl.data_pipeline.slurm import scripts
 
-        return {"scripts": scripts(recipe_path, recipe, out, load_cluster(cluster), workers)}
+        return BuildPlan(scripts=scripts(recipe_path, recipe, out, load_cluster(cluster), workers))
     _same_recipe_or_refuse(out, recipe)
     if executor == "slurm":
         from gptnl.data_pipeline.slurm import submit
 
-        return submit(recipe_path, recipe, out, load_cluster(cluster), workers)
+        return BuildSubmitted(**submit(recipe_path, recipe, out, load_cluster(cluster), workers))
     workers = workers or 1
     with ray_session(executor, ray_address, workers):
         run_stages(recipe, out, workers, executor)
@@ -145,20 +156,20 @@ def build(recipe_path: Path, recipe: RecipeConfig, out: Path, *, workers: int | 
 
 
 def finalise(recipe_path: Path, recipe: RecipeConfig, out: Path, sources, files,
-             skipped: list[Skipped] = ()) -> dict:
+             skipped: list[Skipped] = ()) -> CorpusStats:
     """Ledger check, stats, card and manifest, from the finished stages' outputs."""
     totals = stat_totals(out / WORK / "logs" / "filter")
     inputs = {s.name: int(totals.get(f"input/{s.name}", 0)) for s in sources.sources}
     counts = ledger_mod.assemble(out / WORK / "ledger", inputs, out)
     stats = ledger_mod.corpus_stats(iter_jsonl(out / ledger_mod.LEDGER), counts, totals, recipe.pii.mode)
-    stats["composition"] = composition(out, recipe.count_tokens_with)
-    atomic_write_json(out / "stats.json", stats)
+    stats.composition = composition(out, recipe.count_tokens_with)
+    write_stats(out, stats)
     write_card(out, recipe, sources, stats)
     write_manifest(out, CorpusManifest(
         consumed=CorpusInputs(recipe=str(Path(recipe_path).resolve()),
                               files=[FileDigest(path=str(p), sha256=sha256_file(p)) for _, p in files],
                               skipped=[SkippedPath(source=s.source, path=s.path, reason=s.reason) for s in skipped]),
-        produced=CorpusOutputs(documents=stats["kept"], ledger=ledger_mod.LEDGER,
+        produced=CorpusOutputs(documents=stats.kept, ledger=ledger_mod.LEDGER,
                                shards=[p.relative_to(out / "documents").as_posix() for p in document_files(out)]),
         config=json.loads(recipe.model_dump_json())))
     return stats

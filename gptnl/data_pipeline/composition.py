@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from gptnl import tokenizer as tokenizer_mod
+from gptnl.artefacts import Composition, CompositionRow, TokenizerRef
 from gptnl.corpus import document_files
 from gptnl.fileio import iter_jsonl
 
@@ -18,9 +19,9 @@ _WORD = re.compile(r"\w+")
 BATCH = 256  # documents per encode_batch call
 
 
-def composition(corpus: Path, tokenizer_dir: Path | None = None) -> dict:
-    """{"rows": [{source, licence, lang, documents, words[, tokens]}], "languages": {lang: {…}},
-    "tokenizer": {path, checksum} | None}."""
+def composition(corpus: Path, tokenizer_dir: Path | None = None) -> Composition:
+    """Rows of {source, licence, lang, documents, words[, tokens]}, the same per language, and the
+    tokenizer counted with (or None)."""
     tok = tokenizer_mod.load(tokenizer_dir) if tokenizer_dir is not None else None
     fields = ("documents", "words", "tokens") if tok else ("documents", "words")
     rows: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(fields, 0))
@@ -48,6 +49,7 @@ def composition(corpus: Path, tokenizer_dir: Path | None = None) -> dict:
         entry = languages.setdefault(lang, dict.fromkeys(fields, 0))
         for k in fields:
             entry[k] += c[k]
-    return {"rows": [{"source": s, "licence": lic, "lang": lang, **c} for (s, lic, lang), c in sorted(rows.items())],
-            "languages": dict(sorted(languages.items())),
-            "tokenizer": {"path": str(tok.path), "checksum": tok.checksum} if tok else None}
+    return Composition(
+        rows=[CompositionRow(source=s, licence=lic, lang=lang, **c) for (s, lic, lang), c in sorted(rows.items())],
+        languages=dict(sorted(languages.items())),
+        tokenizer=TokenizerRef(path=str(tok.path), checksum=tok.checksum) if tok else None)

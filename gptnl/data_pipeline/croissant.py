@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from gptnl.artefacts import CorpusStats
 from gptnl.config import RecipeConfig, SourcesFile
 from gptnl.corpus import document_files
 from gptnl.data_pipeline import ledger as ledger_mod
@@ -23,12 +24,12 @@ CONTEXT = {
     "@language": "en", "@vocab": "https://schema.org/", "citeAs": "cr:citeAs", "column": "cr:column",
     "conformsTo": "dct:conformsTo", "cr": "http://mlcommons.org/croissant/", "rai": "http://mlcommons.org/croissant/RAI/",
     "data": {"@id": "cr:data", "@type": "@json"}, "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
-    "dct": "http://purl.org/dc/terms/", "equivalentProperty": "cr:equivalentProperty", "examples": {"@id": "cr:examples", "@type": "@json"}, "extract": "cr:extract",
+    "dct": "http://purl.org/dc/terms/", "equivalentProperty": "cr:equivalentProperty", "examples": {"@id": "cr:examples", "@type": "@json"}, "extract": "cr:extract",  # noqa: E501
     "field": "cr:field", "fileProperty": "cr:fileProperty", "fileObject": "cr:fileObject", "fileSet": "cr:fileSet",
     "format": "cr:format", "includes": "cr:includes", "isLiveDataset": "cr:isLiveDataset", "jsonPath": "cr:jsonPath",
     "key": "cr:key", "md5": "cr:md5", "parentField": "cr:parentField", "path": "cr:path", "recordSet": "cr:recordSet",
     "references": "cr:references", "regex": "cr:regex", "repeated": "cr:repeated", "replace": "cr:replace",
-    "samplingRate": "cr:samplingRate", "sc": "https://schema.org/", "separator": "cr:separator", "source": "cr:source", "subField": "cr:subField",
+    "samplingRate": "cr:samplingRate", "sc": "https://schema.org/", "separator": "cr:separator", "source": "cr:source", "subField": "cr:subField",  # noqa: E501
     "transform": "cr:transform",
 }
 JSONL = "application/jsonlines"
@@ -67,7 +68,7 @@ def _record_set(name: str, file_set: str, fields: list[tuple[str, str, str]], de
                        "source": {"fileSet": {"@id": file_set}, "extract": {"column": f}}} for f, t, d in fields]}
 
 
-def croissant(corpus: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dict) -> dict:
+def croissant(corpus: Path, recipe: RecipeConfig, sources: SourcesFile, stats: CorpusStats) -> dict:
     """The Croissant JSON-LD document of a corpus dir whose `documents/` and ledger are written."""
     corpus = Path(corpus)
     shards = [p.relative_to(corpus).as_posix() for p in document_files(corpus)]
@@ -83,18 +84,18 @@ def croissant(corpus: Path, recipe: RecipeConfig, sources: SourcesFile, stats: d
                   "includes": "documents/*/*.jsonl.gz" if any(p.count("/") > 1 for p in shards)
                   else "documents/*.jsonl.gz"})
     record_sets = [_record_set("documents", "document-files", DOCUMENT_FIELDS,
-                               f"{stats['kept']} kept documents, one record each")]
+                               f"{stats.kept} kept documents, one record each")]
     if ledger.is_file():
         files.append({"@type": "cr:FileSet", "@id": "ledger-file", "name": "ledger-file", "encodingFormat": JSONL,
                       "includes": ledger_mod.LEDGER})
         record_sets.append(_record_set("ledger", "ledger-file", LEDGER_FIELDS,
-                                       f"one row per input document ({stats['inputs']}): kept, or refused with a reason"))
-    kept = sorted(stats["licences"])
+                                       f"one row per input document ({stats.inputs}): kept, or refused with a reason"))
+    kept = sorted(stats.licences)
     return {
         "@context": CONTEXT, "@type": "sc:Dataset", "conformsTo": CONFORMS_TO,
         "name": corpus.name, "description": (
             f"Dutch text corpus built by gptnl {code_version()} with recipe sources `{recipe.sources.name}`: "
-            f"{stats['inputs']} documents read, {stats['kept']} kept, {stats['refused']} refused "
+            f"{stats.inputs} documents read, {stats.kept} kept, {stats.refused} refused "
             "(see CARD.md and the ledger)."),
         "citeAs": f"{corpus.name}, a Dutch corpus built with gptnl {code_version()} (CARD.md, {CROISSANT})",
         "url": corpus.resolve().as_uri(), "version": code_version() or "0.0.0",
@@ -116,7 +117,7 @@ def _without_nulls(value):
     return value
 
 
-def write_croissant(corpus: Path, recipe: RecipeConfig, sources: SourcesFile, stats: dict) -> Path:
+def write_croissant(corpus: Path, recipe: RecipeConfig, sources: SourcesFile, stats: CorpusStats) -> Path:
     path = Path(corpus) / CROISSANT
     atomic_write_json(path, _without_nulls(croissant(corpus, recipe, sources, stats)))
     return path

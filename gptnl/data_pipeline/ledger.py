@@ -17,6 +17,7 @@ from pathlib import Path
 
 from datatrove.data import Document
 
+from gptnl.artefacts import CorpusStats
 from gptnl.errors import GptnlError
 from gptnl.fileio import iter_jsonl, jsonl_text, jsonl_writer, read_jsonl, write_jsonl
 
@@ -151,7 +152,7 @@ def reason_category(reason: str) -> str:
     return re.sub(r"\s*\(.*$", "", reason).strip() or "unspecified"
 
 
-def corpus_stats(rows: Iterable[dict], counts: dict, totals: dict[str, int], pii_mode: str) -> dict:
+def corpus_stats(rows: Iterable[dict], counts: dict, totals: dict[str, int], pii_mode: str) -> CorpusStats:
     """`stats.json`: counts per source, refusals per step and reason, PII per kind, opt-outs; one
     pass over the rows, so the ledger can be streamed."""
     refused: dict[str, dict[str, int]] = {}
@@ -167,14 +168,9 @@ def corpus_stats(rows: Iterable[dict], counts: dict, totals: dict[str, int], pii
         if r["step"] == "opt-out":
             opt_outs["tdm"] += "data mining" in r["reason"]
             opt_outs["blocklist"] += "blocklist" in r["reason"]
-    return {
-        "sources": counts,
-        "licences": dict(sorted(licences.items())),
-        "inputs": sum(c["inputs"] for c in counts.values()),
-        "kept": sum(c.get("kept", 0) for c in counts.values()),
-        "refused": sum(c.get("refused", 0) for c in counts.values()),
-        "refused_by_step": refused,
-        "pii": {k.removeprefix("pii/"): int(v) for k, v in sorted(totals.items()) if k.startswith("pii/")},
-        "pii_mode": pii_mode,
-        "opt_outs": opt_outs,
-    }
+    return CorpusStats(
+        sources=counts, licences=dict(sorted(licences.items())),
+        inputs=sum(c["inputs"] for c in counts.values()), kept=sum(c.get("kept", 0) for c in counts.values()),
+        refused=sum(c.get("refused", 0) for c in counts.values()), refused_by_step=refused,
+        pii={k.removeprefix("pii/"): int(v) for k, v in sorted(totals.items()) if k.startswith("pii/")},
+        pii_mode=pii_mode, opt_outs=opt_outs)

@@ -8,7 +8,8 @@ rebuilds them (`gptnl data takedown --rebuild` runs it; the data stage does not 
 stage). Every training run, export and tuned model whose manifests trace back to those shards
 (searched beside the corpus and under `--runs` folders) and that was trained before the takedown is
 named in a takedown report (`takedowns/<time>.json` in the corpus), and the model folders' cards
-gain a "Known takedowns since training" section, so an operator knows which weights hold withdrawn text. The build's work folder goes too: it holds intermediate copies of the text, and resuming
+gain a "Known takedowns since training" section, so an operator knows which weights hold withdrawn
+text. The build's work folder goes too: it holds intermediate copies of the text, and resuming
 from it would bring the documents back. A later build into the same folder starts afresh, and the
 blocklist refuses them there.
 """
@@ -21,7 +22,15 @@ import shutil
 import time
 from pathlib import Path
 
-from gptnl.artefacts import CorpusManifest, ShardsManifest, read_manifest, write_manifest
+from gptnl.artefacts import (
+    CorpusManifest,
+    ShardsManifest,
+    Takedown,
+    read_manifest,
+    read_stats,
+    write_manifest,
+    write_stats,
+)
 from gptnl.config import RecipeConfig, load_sources
 from gptnl.corpus import document_files
 from gptnl.data_pipeline import ledger as ledger_mod
@@ -32,7 +41,7 @@ from gptnl.data_pipeline.gates import blocked, read_blocklist
 from gptnl.data_pipeline.stages import WORK
 from gptnl.data_pipeline.takedown_report import TakedownReport, mark_model_card, write_report
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_bytes, atomic_write_json
+from gptnl.fileio import atomic_write_bytes
 
 
 def _rewrite_documents(corpus: Path, entries: frozenset[str]) -> dict[tuple[str, str], str]:
@@ -81,15 +90,15 @@ def takedown(corpus: Path, entries_file: Path, runs: list[Path] = ()) -> dict:
             row.update(outcome="refused", step="takedown", reason=f"takedown ({match})")
     ledger_mod.write_ledger(corpus, rows)
 
-    old = json.loads((corpus / "stats.json").read_text())
+    old = read_stats(corpus)
     recipe = RecipeConfig.model_validate(manifest.config)
-    counts = ledger_mod.source_counts(rows, {s: c["inputs"] for s, c in old["sources"].items()})
-    stats = {**ledger_mod.corpus_stats(rows, counts, {}, recipe.pii.mode), "pii": old["pii"],
-             "composition": composition(corpus, recipe.count_tokens_with),
-             "takedowns": [*old.get("takedowns", []), {"date": now[:10], "time": now,
-                                                      "entries": sorted(entries), "removed": len(removed)}]}
-    atomic_write_json(corpus / "stats.json", stats)
-    manifest.produced.documents = stats["kept"]
+    counts = ledger_mod.source_counts(rows, {s: c.inputs for s, c in old.sources.items()})
+    stats = ledger_mod.corpus_stats(rows, counts, {}, recipe.pii.mode).model_copy(update={
+        "pii": old.pii, "composition": composition(corpus, recipe.count_tokens_with),
+        "takedowns": [*old.takedowns, Takedown(date=now[:10], time=now, entries=sorted(entries),
+                                               removed=len(removed))]})
+    write_stats(corpus, stats)
+    manifest.produced.documents = stats.kept
     write_manifest(corpus, manifest)
     if removed:
         shutil.rmtree(corpus / WORK, ignore_errors=True)

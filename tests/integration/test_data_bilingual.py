@@ -56,9 +56,9 @@ def test_each_language_has_its_own_folder_and_only_its_documents(bilingual):
     nl, en = kept(docs / "nl"), kept(docs / "en")
     assert {d["lang"] for d in nl.values()} == {"nl"} and {d["lang"] for d in en.values()} == {"en"}
     assert {d["source"] for d in en.values()} == {"en-sample"} and len(en) >= 20, len(en)  # of 30
-    assert len(nl) + len(en) == stats["kept"]
+    assert len(nl) + len(en) == stats.kept
     rows = read_ledger(corpus)
-    assert len(rows) == stats["inputs"] and stats["inputs"] == stats["kept"] + stats["refused"]
+    assert len(rows) == stats.inputs and stats.inputs == stats.kept + stats.refused
     manifest = json.loads((corpus / "manifest.json").read_text())
     assert manifest["produced"]["shards"] == ["en/00000.jsonl.gz", "nl/00000.jsonl.gz"]
 
@@ -67,7 +67,7 @@ def test_documents_words_and_tokens_are_counted_per_source_licence_and_language(
     from gptnl import tokenizer as tokenizer_mod
 
     corpus, stats = bilingual
-    comp = stats["composition"]
+    comp = stats.composition.model_dump()
     tok = tokenizer_mod.load(sample_tokenizer)
     assert comp["tokenizer"] == {"path": str(sample_tokenizer), "checksum": tok.checksum}
     for lang in ("nl", "en"):

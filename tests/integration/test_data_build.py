@@ -184,7 +184,7 @@ def test_ledger_invariant_under_random_malformed_input(tmp_path_factory, lines):
     recipe = recipe_for(base, [{"name": "r", "path": "in.jsonl"}])
     stats = build(recipe, load_recipe(recipe), base / "out")
     expected = sum(1 for line in lines if line.strip())
-    assert stats["inputs"] == expected == stats["kept"] + stats["refused"] == len(read_ledger(base / "out"))
+    assert stats.inputs == expected == stats.kept + stats.refused == len(read_ledger(base / "out"))
 
 
 @pytest.mark.slow
@@ -300,9 +300,9 @@ def test_takedown_removes_documents_and_keeps_the_ledger_whole(tmp_path, sample_
     assert sum(s["documents"] for s in after.values()) == sum(s["documents"] for s in before.values()) - 3
 
     rebuilt = build(recipe, load_recipe(recipe), tmp_path / "again")
-    assert rebuilt["refused_by_step"]["opt-out"] == {"opt-out": 3}
+    assert rebuilt.refused_by_step["opt-out"] == {"opt-out": 3}
     again = build(recipe, load_recipe(recipe), corpus)  # into the same folder: afresh, the blocklist refuses them
-    assert again["kept"] == 219 and again["refused_by_step"]["opt-out"] == {"opt-out": 3}
+    assert again.kept == 219 and again.refused_by_step["opt-out"] == {"opt-out": 3}
 
 
 def test_card_command_rewrites_the_card(tmp_path):
@@ -318,7 +318,7 @@ def test_card_command_rewrites_the_card(tmp_path):
 def test_ray_executor_writes_what_the_local_executor_writes(tmp_path, corpus):
     """The same recipe on a real local Ray (started and stopped by the build) gives the same corpus."""
     stats = build(RECIPE, load_recipe(RECIPE), tmp_path / "ray", workers=2, executor="ray")
-    assert stats["kept"] == 235
+    assert stats.kept == 235
     assert (tmp_path / "ray" / "ledger.jsonl.gz").read_bytes() == (corpus / "ledger.jsonl.gz").read_bytes()
     assert kept_docs(tmp_path / "ray") == kept_docs(corpus)
 
@@ -404,7 +404,7 @@ def test_reads_parquet_text_folders_and_warc(tmp_path):
                                    {"name": "warc", "path": "*.warc.gz", "format": "warc"}])
     stats = build(recipe, load_recipe(recipe), tmp_path / "out")
     rows = {(r["source"], r["location"]): r for r in read_ledger(tmp_path / "out")}
-    assert stats["inputs"] == 9 and len(rows) == 9
+    assert stats.inputs == 9 and len(rows) == 9
     assert rows[("pq", "rows.parquet:1")]["outcome"] == "kept" and rows[("pq", "rows.parquet:2")]["outcome"] == "kept"
     assert "'text' must be a string, got NoneType" in rows[("pq", "rows.parquet:3")]["reason"]
     assert rows[("txt", "txt/a.txt:1")]["outcome"] == "kept" and rows[("txt", "txt/a.txt:1")]["id"] == "txt/a.txt"
@@ -444,7 +444,7 @@ def test_a_url_or_date_of_the_wrong_type_is_a_malformed_row_not_a_crash(tmp_path
     recipe = recipe_for(tmp_path, [{"name": "s", "path": "in/*.jsonl"}], "blocklist: blocklist.txt\n")
     (tmp_path / "blocklist.txt").write_text("domain:example.org\n")
     stats = build(recipe, load_recipe(recipe), tmp_path / "out")
-    assert stats["inputs"] == 3 and stats["kept"] == 1
+    assert stats.inputs == 3 and stats.kept == 1
     reasons = {r["location"]: r["reason"] for r in read_ledger(tmp_path / "out") if r["outcome"] == "refused"}
     assert reasons == {"in/a.jsonl:2": "malformed (in/a.jsonl:2: 'url' must be a string, got int)",
                        "in/a.jsonl:3": "malformed (in/a.jsonl:3: 'created' must be a string, got list)"}
@@ -463,7 +463,7 @@ def test_one_line_prose_that_mentions_cookies_and_terug_naar_boven_is_kept_whole
     (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "ijssel", "text": text}) + "\n")
     recipe = recipe_for(tmp_path, [{"name": "s", "path": "in/*.jsonl"}])
     stats = build(recipe, load_recipe(recipe), tmp_path / "out")
-    assert stats["kept"] == 1, read_ledger(tmp_path / "out")
+    assert stats.kept == 1, read_ledger(tmp_path / "out")
     assert kept_docs(tmp_path / "out")[0]["text"] == text
 
 
@@ -495,7 +495,7 @@ def test_bad_records_and_damaged_files_are_rows_and_the_build_goes_on(tmp_path):
                                    {"name": "w", "path": "crawl/*.warc", "format": "warc"}])
     stats = build(recipe, load_recipe(recipe), tmp_path / "out")
     rows = {r["location"]: r for r in read_ledger(tmp_path / "out")}
-    assert stats["inputs"] == len(rows) == stats["kept"] + stats["refused"]
+    assert stats.inputs == len(rows) == stats.kept + stats.refused
     malformed = {loc: r["reason"] for loc, r in rows.items() if r["step"] == "malformed"}
     assert malformed["in/a.jsonl:2"] == "malformed (in/a.jsonl:2: not valid JSON: nested too deeply)"
     assert malformed["in/a.jsonl:3"].startswith("malformed (in/a.jsonl:3: not valid JSON: Exceeds the limit (4300")
@@ -507,7 +507,7 @@ def test_bad_records_and_damaged_files_are_rows_and_the_build_goes_on(tmp_path):
     assert malformed["crawl/junk.warc:3"].startswith("malformed (crawl/junk.warc:3: damaged archive at byte ")
     assert len(malformed) == 5
     kept = {d["id"] for d in kept_docs(tmp_path / "out")}
-    assert {"t0", "t1", "g0"} <= kept and len(kept) == stats["kept"]
+    assert {"t0", "t1", "g0"} <= kept and len(kept) == stats.kept
 
 
 def test_a_symlink_loop_counts_each_file_once_and_skipped_paths_are_named(tmp_path, capsys):
@@ -523,7 +523,7 @@ def test_a_symlink_loop_counts_each_file_once_and_skipped_paths_are_named(tmp_pa
     os.mkfifo(data / "pipe.jsonl")                                   # opening it would block the build
     recipe = recipe_for(tmp_path, [{"name": "s", "path": "data/**/*.jsonl"}])
     stats = build(recipe, load_recipe(recipe), tmp_path / "out")
-    assert stats["inputs"] == 1 and [r["location"] for r in read_ledger(tmp_path / "out")] == ["data/2026/a.jsonl:1"]
+    assert stats.inputs == 1 and [r["location"] for r in read_ledger(tmp_path / "out")] == ["data/2026/a.jsonl:1"]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert [f["path"] for f in manifest["consumed"]["files"]] == [str(data / "a.jsonl")]
     skipped = {s["path"]: s["reason"] for s in manifest["consumed"]["skipped"]}

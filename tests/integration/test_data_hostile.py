@@ -100,7 +100,7 @@ def test_hostile_files_never_crash_and_every_input_ends_in_one_row(tmp_path_fact
     recipe = recipe_for(base, sources)
     stats = build(recipe, load_recipe(recipe), base / "out")
     rows = read_ledger(base / "out")
-    assert stats["inputs"] == stats["kept"] + stats["refused"] == len(rows)
+    assert stats.inputs == stats.kept + stats.refused == len(rows)
     assert len({(r["source"], r["location"]) for r in rows}) == len(rows)
     assert all(r["step"] and r["reason"] for r in rows if r["outcome"] == "refused")
     assert all(r["outcome"] in ("kept", "refused") for r in rows)
@@ -118,7 +118,8 @@ BOMB = textwrap.dedent("""
     build(base / "warm" / "r.yaml", load_recipe(base / "warm" / "r.yaml"), base / "warm" / "out")
     before = peak_mib()
     stats = build(base / "bomb" / "r.yaml", load_recipe(base / "bomb" / "r.yaml"), base / "bomb" / "out")
-    print(json.dumps({"before": before, "after": peak_mib(), "stats": stats["sources"]}))
+    sources = {k: c.model_dump() for k, c in stats.sources.items()}
+    print(json.dumps({"before": before, "after": peak_mib(), "stats": sources}))
 """)
 
 

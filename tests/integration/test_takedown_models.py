@@ -87,8 +87,9 @@ def test_takedown_names_the_models_and_marks_their_cards(lineage, tmp_path):
     report_path = proc.stdout.split("takedown report: ")[1].split()[0]
     report = json.loads(open(report_path).read())
     trained = {d["path"]: d["stage"] for d in report["trained"]}
-    assert trained == {str((lineage["runs"] / "pretrain").resolve()): "train", str(lineage["export"].resolve()): "export",
-                       str(lineage["tuned"].resolve()): "finetune", str(lineage["running"].resolve()): "train"}
+    assert trained == {str((lineage["runs"] / "pretrain").resolve()): "train",
+                       str(lineage["export"].resolve()): "export", str(lineage["tuned"].resolve()): "finetune",
+                       str(lineage["running"].resolve()): "train"}
     assert report["removed"] == 1 and report["entries"] == ["gptnl-sample-faq-0001"]
     assert [d["path"] for d in report["shards"]] == [str(lineage["shards"].resolve())] and report["rebuild"]
 

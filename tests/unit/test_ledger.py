@@ -40,7 +40,7 @@ def test_the_merged_ledger_equals_one_big_sort(tmp_path, monkeypatch):
                                                                                "refused": 100}}
     assert not list(out.glob(".ledger-*")) and not list(out.glob(".*.tmp"))  # runs and temp file gone
     stats = ledger.corpus_stats(iter(read_jsonl(out / ledger.LEDGER)), counts, {}, "placeholder")
-    assert stats["refused_by_step"] == {"quality": {"too short": 434}} and stats["licences"] == {"CC0-1.0": 866}
+    assert stats.refused_by_step == {"quality": {"too short": 434}} and stats.licences == {"CC0-1.0": 866}
 
 
 @pytest.mark.parametrize(("extra", "inputs", "message"), [

@@ -13,6 +13,7 @@ import yaml
 from conftest import ROOT
 
 from gptnl.artefacts import (
+    CorpusStats,
     ModelInputs,
     ModelManifest,
     ModelOutputs,
@@ -55,7 +56,8 @@ def test_the_data_card_has_every_section_and_escapes_cells(tmp_path):
     sources = load_sources(recipe.sources)
     first = sources.sources[0].model_copy(update={"publisher": "Gemeente | Utrecht"})
     sources = sources.model_copy(update={"sources": [first, *sources.sources[1:]]})
-    stats = {**STATS, "sources": {sources.sources[0].name: {"inputs": 12, "kept": 9}}}
+    stats = CorpusStats.model_validate({**STATS, "sources": {sources.sources[0].name: {"inputs": 12, "kept": 9}},
+                                        "pii_mode": "placeholder"})
     text = write_card(tmp_path, recipe, sources, stats).read_text()
     lines = text.splitlines()
     for heading in ("# Data card: " + tmp_path.name, "## 1. General information", "## 2. List of data sources",
