@@ -23,9 +23,10 @@ import torch
 
 from gptnl.config import TrainConfig, load_model_config
 from gptnl.model import Llama, document_ids
-from gptnl.train import distributed as dist_env
-from gptnl.train.engine import build, resolve_precision
-from gptnl.train.loop import lm_loss
+from gptnl.train.engine import build
+from gptnl.trainer import distributed as dist_env
+from gptnl.trainer.loss import lm_loss
+from gptnl.trainer.optim import resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 EOS = 2

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from gptnl.fileio import atomic_write_json, atomic_write_text
-from gptnl.train.metrics import PEAK_TFLOPS
+from gptnl.trainer.metrics import PEAK_TFLOPS
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_GPU = "not measured: no GPU on this machine"
@@ -105,7 +105,7 @@ def train(d: dict) -> list[Figures]:
 
 
 def train_mfu(d: dict) -> list[Figures]:
-    """MFU against the GPU's dense bf16 peak as the trainer knows it (gptnl.train.metrics)."""
+    """MFU against the GPU's dense bf16 peak as the trainer knows it (gptnl.trainer.metrics)."""
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in d["device"]), None)
     mfu = f"MFU {d['ours_tflops'] / peak:.1%} of the {peak:g} TFLOP/s bf16 peak" if peak else \
         f"MFU: no known peak for {d['device']}"

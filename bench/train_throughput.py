@@ -29,9 +29,10 @@ import torch
 
 from gptnl.config import TrainConfig, load_model_config
 from gptnl.model import Llama
-from gptnl.train import distributed as dist_env
-from gptnl.train.engine import build, resolve_precision
-from gptnl.train.loop import loss_function
+from gptnl.train.engine import build
+from gptnl.trainer import distributed as dist_env
+from gptnl.trainer.loss import loss_function
+from gptnl.trainer.optim import resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,7 +35,8 @@ from gptnl.data_pipeline.composition import composition
 from gptnl.data_pipeline.inputs import Skipped, discover
 from gptnl.data_pipeline.stages import WORK, stages
 from gptnl.errors import GptnlError
-from gptnl.fileio import atomic_write_json, iter_jsonl, sha256_file
+from gptnl.fileio import iter_jsonl, sha256_file
+from gptnl.run_record import differs_in, same_run_or_refuse
 
 EXECUTORS = ("local", "ray", "slurm")
 SHOWN_SKIPPED = 20
@@ -101,14 +102,9 @@ def run_stages(recipe: RecipeConfig, out: Path, workers: int, executor: str = "l
 def _same_recipe_or_refuse(out: Path, recipe: RecipeConfig) -> None:
     """A rerun resumes only the run it belongs to: finished tasks are skipped, so a changed recipe
     would silently mix old and new outputs."""
-    record = out / WORK / "recipe.json"
     current = json.loads(recipe.model_dump_json())
-    if record.is_file():
-        if json.loads(record.read_text()) != current:
-            raise GptnlError(f"{out} holds a build of another recipe (or settings); use a new --out, "
-                             f"or delete {out} to rebuild")
-        return
-    atomic_write_json(record, current)
+    same_run_or_refuse(out / WORK / "recipe.json", current, differs_in(
+        current, f"{out} holds a build of another recipe (or settings); use a new --out, or delete {out} to rebuild"))
 
 
 def stat_totals(logging_dir: Path) -> dict[str, int]:

@@ -3,7 +3,7 @@ without the rest of the CLI (gptnl/commands/finetune.py)."""
 
 import sys
 
-from gptnl.train.preemption import catch_early
+from gptnl.trainer.preemption import catch_early
 
 catch_early()  # a Slurm signal during the imports below becomes a checkpoint, as in `gptnl.train`
 

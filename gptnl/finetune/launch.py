@@ -22,7 +22,7 @@ import torch
 
 from gptnl.config import FinetuneConfig
 from gptnl.errors import GptnlError
-from gptnl.train.distributed import fill_single_process_env, import_deepspeed
+from gptnl.trainer.distributed import fill_single_process_env, import_deepspeed
 
 _NUM_PROCESSES = re.compile(r"^--num[_-]processes(?:=(\d+))?$")
 

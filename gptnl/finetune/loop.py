@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from gptnl.config import FinetuneConfig
 from gptnl.errors import CheckpointError, GptnlError
@@ -26,33 +25,28 @@ from gptnl.finetune.export import export
 from gptnl.finetune.launch import make_accelerator
 from gptnl.finetune.model import load_base, wrap_lora
 from gptnl.finetune.render import ChatRenderer
-from gptnl.train import checkpoint as ckpt
-from gptnl.train.distributed import fill_single_process_env
-from gptnl.train.engine import WarmupCosine, param_groups, resolve_precision
-from gptnl.train.metrics import MetricsLog
-from gptnl.train.preemption import EXIT_PREEMPTED, PreemptionFlag, note_checkpointed
+from gptnl.run_record import differs_in, same_run_or_refuse
+from gptnl.trainer import checkpoint as ckpt
+from gptnl.trainer.distributed import fill_single_process_env
+from gptnl.trainer.loss import next_token_nll, target_count
+from gptnl.trainer.metrics import MetricsLog
+from gptnl.trainer.optim import WarmupCosine, adamw, resolve_precision
+from gptnl.trainer.preemption import EXIT_PREEMPTED, PreemptionFlag, note_checkpointed
 
 
 def _record_config(out: Path, cfg: FinetuneConfig, base: Path, data: Path) -> None:
     """A rerun into `out` resumes only the run it belongs to."""
-    record = out / "finetune_config.json"
     current = {"config": json.loads(cfg.model_dump_json()), "base": str(Path(base).resolve()),
                "data": str(Path(data).resolve())}
-    if record.is_file():
-        saved = json.loads(record.read_text())
-        if {k: saved.get(k) for k in current} != current:
-            raise GptnlError(f"{out} holds a fine-tuning run with another config, base or data; "
-                             "use a new --out, or delete it to start over")
-        return
-    atomic_write_json(record, current)
+    same_run_or_refuse(out / "finetune_config.json", current, differs_in(
+        current, f"{out} holds a fine-tuning run with another config, base or data; use a new --out, or delete it "
+                 "to start over"))
 
 
 def _nll(model, batch: dict) -> tuple[torch.Tensor, int]:
+    """The summed NLL of the assistant tokens of `batch`, and their number."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"][:, 1:]
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
-                           reduction="sum")
-    return loss, int((labels != -100).sum())
+    return next_token_nll(logits, batch["labels"], reduction="sum"), target_count(batch["labels"])
 
 
 def _sum(acc, values: list[float]) -> list[float]:
@@ -108,8 +102,7 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
 
     if cfg.method == "lora":
         model = wrap_lora(model, cfg.lora, grew_vocab)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
-                                  betas=cfg.optim.betas, eps=cfg.optim.eps)
+    optimizer = adamw(model, cfg.optim)
     model, optimizer = acc.prepare(model, optimizer)
 
     ckpt_dir = out / "checkpoints"
@@ -122,7 +115,7 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
         if main:
             atomic_write_json(out / "eval.json", evals)
 
-    schedule = WarmupCosine(cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.min_lr / cfg.optim.lr)
+    schedule = WarmupCosine.of(cfg.optim, cfg.max_steps)
     flag = PreemptionFlag().install()
     progress = _progress(show_progress and main, start, cfg.max_steps)
     try:

@@ -3,7 +3,7 @@ the rest of the CLI (gptnl/commands/train.py)."""
 
 import sys
 
-from gptnl.train.preemption import catch_early
+from gptnl.trainer.preemption import catch_early
 
 catch_early()  # before the imports below, which take seconds
 

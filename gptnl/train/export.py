@@ -10,10 +10,10 @@ from gptnl.config import ModelConfig
 from gptnl.errors import CheckpointError
 from gptnl.hf import save_pretrained
 from gptnl.modelcard import write_model_card
-from gptnl.train import checkpoint as ckpt
-from gptnl.train import distributed as dist_env
 from gptnl.train.loop import shards_of_run
-from gptnl.train.metrics import read_metrics
+from gptnl.trainer import checkpoint as ckpt
+from gptnl.trainer import distributed as dist_env
+from gptnl.trainer.metrics import read_metrics
 
 
 def fp32_weights(run_dir: Path, info: ckpt.CheckpointInfo) -> dict[str, torch.Tensor]:

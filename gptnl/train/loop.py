@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -19,31 +18,21 @@ from gptnl.config import ModelConfig, TrainConfig
 from gptnl.errors import CheckpointError, ConfigError, GptnlError
 from gptnl.fileio import atomic_write_json
 from gptnl.model import Llama, document_ids
+from gptnl.run_record import same_run_or_refuse
 from gptnl.tokenizer_extend import VocabExtension
-from gptnl.train import checkpoint as ckpt
-from gptnl.train import distributed as dist_env
 from gptnl.train import evals as in_training
 from gptnl.train import init as initial
 from gptnl.train.data import Shards, micro_batch_positions, validation_indices
-from gptnl.train.engine import build, resolve_precision
-from gptnl.train.metrics import MetricsLog, peak_tflops, plot_loss
+from gptnl.train.engine import build
 from gptnl.train.mixture import Stream, open_stream
-from gptnl.train.preemption import EXIT_PREEMPTED, PreemptionFlag, note_checkpointed
+from gptnl.trainer import checkpoint as ckpt
+from gptnl.trainer import distributed as dist_env
+from gptnl.trainer.loss import lm_loss, loss_function
+from gptnl.trainer.metrics import MetricsLog, peak_tflops, plot_loss
+from gptnl.trainer.optim import resolve_precision
+from gptnl.trainer.preemption import EXIT_PREEMPTED, PreemptionFlag, note_checkpointed
 
 RUN_CONFIG = "train_config.json"
-
-
-def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy inside each packed sequence, in fp32. The labels are shifted, not
-    the logits: slicing the (batch, seq, vocab) logits costs a full-size copy and zero-fill in backward."""
-    labels = F.pad(tokens[:, 1:], (0, 1), value=-100)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
-
-
-def loss_function(compiled: bool, mode: str = "default"):
-    """`lm_loss`, or its torch.compile'd form: Inductor fuses the fp32 upcast, log-softmax and gather
-    of the cross-entropy, which on a small model is a large share of a step."""
-    return torch.compile(lm_loss, mode=mode) if compiled else lm_loss
 
 
 def _record_run_config(run_dir: Path, cfg: TrainConfig, stream: Stream) -> dict:
@@ -58,18 +47,21 @@ def _record_run_config(run_dir: Path, cfg: TrainConfig, stream: Stream) -> dict:
         "seq_len": manifest.produced.seq_len,
     }
     path = run_dir / RUN_CONFIG
-    if not path.is_file():
+    if not path.is_file():  # the base's fingerprint reads its weights: once, on the first start
         run_cfg["base_model"] = initial.lineage(cfg)
-        atomic_write_json(path, run_cfg)
+    fresh = "a fresh initialisation"
+    old = same_run_or_refuse(path, run_cfg, [
+        lambda old: None if old["train"].get("init_from") == run_cfg["train"]["init_from"] else
+        f"{run_dir} continues from {old['train'].get('init_from') or fresh}, not "
+        f"{run_cfg['train']['init_from'] or fresh}; use a new --run-dir",
+        # validated: a model field added since the run started takes its default
+        lambda old: None if ModelConfig.model_validate(old["train"]["model"]) == cfg.model else
+        f"{run_dir} holds a run of a different model; use a new --run-dir",
+        lambda old: None if old["tokenizer"]["checksum"] == run_cfg["tokenizer"]["checksum"] else
+        f"{run_dir} was trained on shards of another tokenizer; use a new --run-dir",
+    ])
+    if old is None:
         return run_cfg
-    old = json.loads(path.read_text())
-    if old["train"].get("init_from") != run_cfg["train"]["init_from"]:
-        raise ConfigError(f"{run_dir} continues from {old['train'].get('init_from') or 'a fresh initialisation'}, "
-                          f"not {run_cfg['train']['init_from'] or 'a fresh initialisation'}; use a new --run-dir")
-    if ModelConfig.model_validate(old["train"]["model"]) != cfg.model:  # validated: a field added since has its default
-        raise ConfigError(f"{run_dir} holds a run of a different model; use a new --run-dir")
-    if old["tokenizer"]["checksum"] != run_cfg["tokenizer"]["checksum"]:
-        raise ConfigError(f"{run_dir} was trained on shards of another tokenizer; use a new --run-dir")
     run_cfg["base_model"] = old.get("base_model")
     run_cfg["mixture_changes"] = old.get("mixture_changes", [])
     before, now = (_mixture_of(c["train"]) for c in (old, run_cfg))

@@ -272,7 +272,7 @@ from gptnl.errors import GptnlError
 from gptnl.finetune.launch import check_world
 if sys.argv[1] == "deepspeed":
     from accelerate.utils import DeepSpeedPlugin
-    from gptnl.train.distributed import import_deepspeed
+    from gptnl.trainer.distributed import import_deepspeed
     import_deepspeed()
     acc = Accelerator(deepspeed_plugin=DeepSpeedPlugin(hf_ds_config={"train_micro_batch_size_per_gpu": 1,
                                                                      "zero_optimization": {"stage": 2}}))

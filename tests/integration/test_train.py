@@ -25,7 +25,7 @@ from conftest import (
 from gptnl.hf import load_pretrained
 from gptnl.pack import pack
 from gptnl.train.export import export_run
-from gptnl.train.preemption import EXIT_PREEMPTED
+from gptnl.trainer.preemption import EXIT_PREEMPTED
 
 pytestmark = pytest.mark.slow
 

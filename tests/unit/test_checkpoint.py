@@ -5,7 +5,7 @@ import json
 import pytest
 
 from gptnl.errors import CheckpointError
-from gptnl.train import checkpoint as ckpt
+from gptnl.trainer import checkpoint as ckpt
 
 
 def fake(run, step, complete=True, integrity="sha256"):

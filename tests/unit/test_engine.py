@@ -4,7 +4,8 @@ import pytest
 from conftest import TINY_MODEL
 
 from gptnl.config import TrainConfig, load_model_config
-from gptnl.train.engine import WarmupCosine, deepspeed_config
+from gptnl.train.engine import deepspeed_config
+from gptnl.trainer.optim import WarmupCosine
 
 
 def cfg(**kw):

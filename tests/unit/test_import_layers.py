@@ -2,7 +2,8 @@
 with `ast` (nothing is imported), so the test also sees imports inside functions.
 
 Rules: every module has a layer; a module imports only from its own layer or below; serving and
-evals never import the corpus pipeline, the data stage never imports the pack stage; there is no
+evals never import the corpus pipeline, the data stage never imports the pack stage, pre-training
+and fine-tuning import each other's modules never (both build on `gptnl.trainer`); there is no
 cycle between modules (lazy imports included); no `_private` name is imported from another module;
 the launcher entry points (`python -m gptnl.train`, `-m gptnl.finetune`) do not load the CLI."""
 
@@ -19,10 +20,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gptnl"
 # Bottom to top; a module belongs to the longest prefix listed. Keep docs/architecture.md in step.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("gptnl", "gptnl.errors", "gptnl.fileio", "gptnl.config", "gptnl.artefacts", "gptnl.assets",
-              "gptnl.templates", "gptnl.pii", "gptnl.corpus")),
+              "gptnl.templates", "gptnl.run_record", "gptnl.pii", "gptnl.corpus")),
     ("lower stages", ("gptnl.model", "gptnl.tokenizer", "gptnl.data_pipeline", "gptnl.slurm", "gptnl.public_data")),
     ("upper stages", ("gptnl.hf", "gptnl.pack", "gptnl.tokenizer_extend", "gptnl.serving", "gptnl.evals",
                       "gptnl.modelcard")),
+    ("trainer core", ("gptnl.trainer",)),
     ("training", ("gptnl.train", "gptnl.finetune")),
     ("demo", ("gptnl.demo", "gptnl.demo_report")),
     ("apps", ("gptnl.cli", "gptnl.__main__", "gptnl.commands", "gptnl.evals.cli", "gptnl.train.__main__",
@@ -32,6 +34,8 @@ FORBIDDEN = [  # (importer prefix, imported prefix, why): rules the layer order 
     ("gptnl.serving", "gptnl.data_pipeline", "serving never imports the corpus pipeline"),
     ("gptnl.evals", "gptnl.data_pipeline", "evals never import the corpus pipeline"),
     ("gptnl.data_pipeline", "gptnl.pack", "the data stage does not import the pack stage"),
+    ("gptnl.finetune", "gptnl.train", "fine-tuning builds on the trainer core, not on pre-training's modules"),
+    ("gptnl.train", "gptnl.finetune", "pre-training builds on the trainer core, not on fine-tuning's modules"),
 ]
 ENTRY_POINTS = ("gptnl.train.__main__", "gptnl.finetune.__main__")
 # Code being rewritten as this test lands (the evals registries and public-set readers); each entry
