@@ -194,6 +194,8 @@ def test_a_request_with_160000_prompts_is_refused_before_tokenising(gw):
 
 
 def test_health_answers_while_a_heavy_prompt_is_counted(gw):
+    """Health is polled all through a request whose counting takes a long while: were the counting
+    on the event loop, one poll would wait for all of it (its latency near the request's)."""
     words = " ".join(f"woord{i}" for i in range(120))
     body = {"model": MODEL, "prompt": [words] * 1000, "max_tokens": 1}
     result = {}
@@ -203,13 +205,21 @@ def test_health_answers_while_a_heavy_prompt_is_counted(gw):
         result["done"] = time.monotonic()
 
     t = threading.Thread(target=heavy)
+    start = time.monotonic()
     t.start()
-    time.sleep(0.3)
-    health = httpx.get(gw.url + "/health", timeout=60)
-    answered = time.monotonic()
+    latencies = []
+    with httpx.Client(timeout=60) as client:
+        while "done" not in result:
+            sent = time.monotonic()
+            assert client.get(gw.url + "/health").status_code == 200
+            latencies.append(time.monotonic() - sent)
+            time.sleep(0.01)
     t.join()
-    assert health.status_code == 200 and result["response"].status_code == 429
-    assert answered < result["done"]  # the health check did not wait for the counting
+    took = result["done"] - start
+    assert result["response"].status_code == 429
+    assert took > 0.2, f"the request took {took:.3f} s: too short to tell"
+    print(f"heavy request {took:.3f} s; {len(latencies)} health polls, slowest {max(latencies):.3f} s")
+    assert len(latencies) >= 5 and max(latencies) < took / 3  # no poll waited for the counting
 
 
 # --- 7: slow and oversized clients ------------------------------------------------------------------
