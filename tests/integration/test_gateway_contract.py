@@ -209,7 +209,7 @@ def test_health_answers_while_a_heavy_prompt_is_counted(gw):
     t.start()
     latencies = []
     with httpx.Client(timeout=60) as client:
-        while "done" not in result:
+        while t.is_alive():  # a heavy request that raised ends the loop too (then "done" is missing)
             sent = time.monotonic()
             assert client.get(gw.url + "/health").status_code == 200
             latencies.append(time.monotonic() - sent)
