@@ -215,11 +215,12 @@ def test_health_answers_while_a_heavy_prompt_is_counted(gw):
             latencies.append(time.monotonic() - sent)
             time.sleep(0.01)
     t.join()
+    assert "done" in result, "the heavy request raised (its thread's traceback is above)"
     took = result["done"] - start
     assert result["response"].status_code == 429
     assert took > 0.2, f"the request took {took:.3f} s: too short to tell"
-    print(f"heavy request {took:.3f} s; {len(latencies)} health polls, slowest {max(latencies):.3f} s")
-    assert len(latencies) >= 5 and max(latencies) < took / 3  # no poll waited for the counting
+    seen = f"heavy request {took:.3f} s; {len(latencies)} health polls, slowest {max(latencies):.3f} s"
+    assert len(latencies) >= 5 and max(latencies) < took / 3, seen  # no poll waited for the counting
 
 
 # --- 7: slow and oversized clients ------------------------------------------------------------------
