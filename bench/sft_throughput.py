@@ -138,7 +138,7 @@ def main() -> None:
     cfg = {"method": "full", "backend": args.backend, "zero_stage": 2, "seq_len": args.seq_len,
            "batch": {"global_batch_size": args.global_batch, "micro_batch_size": args.micro_batch},
            "optim": {"lr": lr, "min_lr": 0.0, "weight_decay": 0.0, "warmup_steps": warmup, "grad_clip": 1.0},
-           "max_steps": args.steps, "seed": seed, "eval_every": 0, "checkpoint": {"every": 0},
+           "max_steps": args.steps, "seed": seed, "eval": {"every": 0}, "checkpoint": {"every": 0},
            "data": {"licences": str(ROOT / "data_pipeline" / "licences.yaml"), "val_fraction": 0.0,
                     "decontamination": {"tasks": None}}}
     (work / "sft.yaml").write_text(yaml.safe_dump(cfg))

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from gptnl.artefacts import manifest_or_none
+from gptnl.config.train import BatchConfig
 from gptnl.data_pipeline.takedown_report import MODEL_TAKEDOWNS, card_section
 from gptnl.fileio import atomic_write_text, weights_fingerprint
 from gptnl.templates import render as render_template
@@ -141,7 +142,7 @@ def _training(lin: dict) -> list[tuple[str, object]] | None:
         ("MFU", _fmt(last.get("mfu")) if last.get("mfu") is not None else "not measured (no known peak)"),
         ("optimizer", f"AdamW, lr {cfg.get('optim', {}).get('lr')}, warmup {cfg.get('optim', {}).get('warmup_steps')}, "
                       f"grad clip {cfg.get('optim', {}).get('grad_clip')}"),
-        ("batch", f"micro {batch.get('micro_batch_size')} x accumulation {batch.get('grad_accum_steps')} per process"),
+        ("batch", BatchConfig.model_validate(batch).describe()),
         ("DeepSpeed ZeRO stage", cfg.get("zero_stage")),
         ("run dir", f"`{train['dir']}`"),
     ]

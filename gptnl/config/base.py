@@ -92,6 +92,8 @@ def _describe(exc: ValidationError, cls: type[BaseModel]) -> str:
             msg = f"unknown field; allowed: {', '.join(allowed)}" if allowed else "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")  # our validators' own sentences
         elif "input" in err and not isinstance(err["input"], dict):
             msg = f"{msg} (got {err['input']!r})"
         parts.append(f"{field}: {msg}")

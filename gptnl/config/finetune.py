@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gptnl.config.base import ConfigPath, Strict, apply_overrides, read_yaml, source_label, validate
 from gptnl.config.data import DecontaminationStep, PiiStep
-from gptnl.config.train import CheckpointConfig, OptimConfig
+from gptnl.config.train import BatchConfig, CheckpointConfig, OptimConfig
 
 
 class LoraSettings(Strict):
@@ -22,12 +22,27 @@ class LoraSettings(Strict):
         min_length=1)
 
 
-class SftBatch(Strict):
-    """The global batch (conversations per optimizer step) is fixed; accumulation makes up the rest,
+class SftBatch(BatchConfig):
+    """The pre-training batch fields; by default a fixed global batch (32 conversations per step),
     so 1 and N processes take the same steps on the same conversations."""
 
-    global_batch_size: int = Field(default=32, gt=0, description="conversations per optimizer step")
     micro_batch_size: int = Field(default=4, gt=0, description="conversations per process per forward pass")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_global(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("grad_accum_steps") is None and data.get("global_batch_size") is None:
+            return {**data, "global_batch_size": 32}
+        return data
+
+
+class SftEval(Strict):
+    every: int = Field(default=50, ge=0, description="held-out loss every N steps; 0: before and after only")
+
+
+class SftMetrics(Strict):
+    log_every: int = Field(default=1, gt=0, description="a metrics line every N optimizer steps")
+    tensorboard: bool = False
 
 
 class SftData(Strict):
@@ -37,6 +52,9 @@ class SftData(Strict):
     pii: PiiStep = PiiStep()
     decontamination: DecontaminationStep = DecontaminationStep()
     val_fraction: float = Field(default=0.1, ge=0, lt=1, description="held out by a hash of the conversation id")
+
+
+_RENAMED = {"eval_every": "eval.every", "log_every": "metrics.log_every"}
 
 
 class FinetuneConfig(Strict):
@@ -54,9 +72,19 @@ class FinetuneConfig(Strict):
     max_steps: int = Field(gt=0)
     seed: int = 1234
     data: SftData = SftData()
-    eval_every: int = Field(default=50, ge=0, description="held-out loss every N steps; 0: before and after only")
+    eval: SftEval = SftEval()
     checkpoint: CheckpointConfig = CheckpointConfig()
-    log_every: int = Field(default=1, gt=0)
+    metrics: SftMetrics = SftMetrics()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in _RENAMED.items():
+                if old in data:
+                    raise ValueError(f"{old} is now {new}, the name pre-training configs use")
+        return data
+
 
 def load_finetune_config(path: Path, overrides: Sequence[str] = ()) -> FinetuneConfig:
     """A fine-tuning config, with the data gates' paths resolved against the config's folder."""

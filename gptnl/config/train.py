@@ -32,8 +32,39 @@ class OptimConfig(Strict):
 
 
 class BatchConfig(Strict):
-    micro_batch_size: int = Field(default=8, gt=0, description="sequences per process per micro-step")
-    grad_accum_steps: int = Field(default=1, gt=0)
+    """An optimizer step's batch, the same fields for pre-training and fine-tuning: `micro_batch_size`
+    per process per forward pass, and either `grad_accum_steps` (the global batch grows with the
+    processes) or `global_batch_size` (fixed; the accumulation is derived, so a run resumed on another
+    number of processes takes the same steps). Neither: accumulation 1."""
+
+    micro_batch_size: int = Field(default=8, gt=0, description="sequences per process per forward pass")
+    grad_accum_steps: int | None = Field(default=None, gt=0, description="micro-batches per optimizer step")
+    global_batch_size: int | None = Field(default=None, gt=0, description=(
+        "sequences per optimizer step over all processes (not with grad_accum_steps)"))
+
+    @model_validator(mode="after")
+    def _one_way(self) -> BatchConfig:
+        if self.grad_accum_steps is not None and self.global_batch_size is not None:
+            raise ValueError("give grad_accum_steps or global_batch_size, not both")
+        return self
+
+    def accumulation(self, world: int) -> int:
+        """Micro-batches each process runs per optimizer step, with `world` processes."""
+        if self.global_batch_size is None:
+            return self.grad_accum_steps or 1
+        if self.global_batch_size % (self.micro_batch_size * world):
+            raise ConfigError(f"batch.global_batch_size {self.global_batch_size} is not a multiple of "
+                              f"micro_batch_size {self.micro_batch_size} x {world} process{'es' if world > 1 else ''}")
+        return self.global_batch_size // (self.micro_batch_size * world)
+
+    def global_batch(self, world: int) -> int:
+        return self.micro_batch_size * self.accumulation(world) * world
+
+    def describe(self) -> str:
+        """For cards and logs: how the step's batch is made."""
+        if self.global_batch_size is not None:
+            return f"global {self.global_batch_size} (micro {self.micro_batch_size} per process, accumulation derived)"
+        return f"micro {self.micro_batch_size} x accumulation {self.grad_accum_steps or 1} per process"
 
 
 class MixtureSource(Strict):
@@ -112,7 +143,7 @@ class CheckpointConfig(Strict):
 
 
 class MetricsConfig(Strict):
-    log_every: int = Field(default=10, gt=0)
+    log_every: int = Field(default=10, gt=0, description="a metrics line every N optimizer steps")
     tensorboard: bool = True
     peak_tflops: float | None = Field(
         default=None, gt=0, description="per-device peak for MFU; null: known GPUs only, none on CPU"

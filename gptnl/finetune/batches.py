@@ -1,9 +1,10 @@
 """Which conversations each process trains on at each step, as a pure function of the seed.
 
-A step takes the next `global_batch_size` conversations of a seeded, per-epoch shuffle, sorts them
-by length and cuts them into micro-batches, dealt to processes in turn. The global batch is the
-same for any number of processes (only the accumulation changes), so a 1-process and a 2-process
-run take the same steps, and a resumed run continues exactly where it stopped.
+A step takes the next global batch of conversations of a seeded, per-epoch shuffle, sorts them
+by length and cuts them into micro-batches, dealt to processes in turn. With `global_batch_size`
+(the default) the global batch is the same for any number of processes (only the accumulation
+changes), so a 1-process and a 2-process run take the same steps, and a resumed run continues
+exactly where it stopped.
 
 Micro-batches are padded to their longest conversation. Sorting inside the global batch keeps
 that padding small without changing which conversations form a step; `padding_share` measures it.
@@ -15,15 +16,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-
-from gptnl.errors import GptnlError
-
-
-def accumulation_steps(global_batch: int, micro: int, world: int) -> int:
-    if global_batch % (micro * world):
-        raise GptnlError(f"batch.global_batch_size {global_batch} is not a multiple of micro_batch_size {micro} x "
-                         f"{world} process{'es' if world > 1 else ''}")
-    return global_batch // (micro * world)
 
 
 @lru_cache(maxsize=4)

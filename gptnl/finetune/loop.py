@@ -3,7 +3,8 @@
 The loss of a step is the summed NLL of every assistant token in the global batch divided by their
 number, whatever the number of processes or micro-batches: each micro-batch's sum is scaled by
 accum x world / tokens-in-step, which accelerate (1/accum) and DDP or DeepSpeed (1/world) undo.
-Checkpoints, resume and preemption work as in the pre-training loop and share its code.
+The step schedule (when a step logs, validates, saves a checkpoint or stops on a signal), the
+checkpoints and preemption are the trainer core's, shared with pre-training.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from gptnl.trainer.loss import next_token_nll, target_count
 from gptnl.trainer.metrics import MetricsLog
 from gptnl.trainer.optim import WarmupCosine, adamw, resolve_precision
 from gptnl.trainer.preemption import EXIT_PREEMPTED, PreemptionFlag, note_checkpointed
+from gptnl.trainer.steps import Cadence, run_steps
 
 
 def _record_config(out: Path, cfg: FinetuneConfig, base: Path, data: Path) -> None:
@@ -83,7 +85,7 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
     out = Path(out)
     fill_single_process_env()  # ranks from torchrun, from Slurm inside an srun step, or a world of one
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    accum = B.accumulation_steps(cfg.batch.global_batch_size, cfg.batch.micro_batch_size, world)
+    accum, global_batch = cfg.batch.accumulation(world), cfg.batch.global_batch(world)
     bf16 = resolve_precision(cfg.precision) == "bf16"
     if universal and cfg.backend != "deepspeed":
         raise GptnlError(f"--universal: universal checkpoints are DeepSpeed's; this run's backend is {cfg.backend}")
@@ -97,7 +99,6 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
     torch.manual_seed(cfg.seed)
     tokenizer, model, grew_vocab = load_base(base, torch.bfloat16 if bf16 else torch.float32)
     prepared, train_enc, val_enc = _data(cfg, data, tokenizer, out if main else None)
-    lengths = [len(e.ids) for e in train_enc]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     if cfg.method == "lora":
@@ -106,7 +107,7 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
     model, optimizer = acc.prepare(model, optimizer)
 
     ckpt_dir = out / "checkpoints"
-    metrics = MetricsLog(out, enabled=main, tensorboard=False)
+    metrics = MetricsLog(out, enabled=main, tensorboard=cfg.metrics.tensorboard)
     start = _resume(acc, ckpt_dir, world, cfg, universal)
     metrics.truncate_after(start)
     evals = json.loads((out / "eval.json").read_text()) if (out / "eval.json").is_file() else {}
@@ -115,35 +116,16 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
         if main:
             atomic_write_json(out / "eval.json", evals)
 
-    schedule = WarmupCosine.of(cfg.optim, cfg.max_steps)
     flag = PreemptionFlag().install()
     progress = _progress(show_progress and main, start, cfg.max_steps)
+    regime = _SftSteps(acc, model, optimizer, cfg, train_enc, val_enc, pad_id, accum, global_batch, metrics,
+                       progress, ckpt_dir, world, out)
+    cadence = Cadence(cfg.max_steps, cfg.metrics.log_every, cfg.eval.every, cfg.checkpoint.every,
+                      validate_last=False, save_last=False)  # the loss after and the export come below
     try:
-        for step in range(start, cfg.max_steps):
-            lr = cfg.optim.lr * schedule(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            mine = B.micro_batches(step, lengths, cfg.batch.global_batch_size, cfg.batch.micro_batch_size,
-                                   acc.process_index, acc.num_processes, cfg.seed)
-            t0 = time.perf_counter()
-            loss, tokens = _step(acc, model, optimizer, [[train_enc[i] for i in b] for b in mine], pad_id, accum, cfg)
-            done = step + 1
-            record = {"step": done, "loss": loss, "lr": lr, "processes": acc.num_processes,
-                      "tokens": int(tokens), "tokens_per_s": tokens / (time.perf_counter() - t0),
-                      "padding": B.padding_share(mine, lengths)}
-            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.max_steps:
-                record["val_loss"] = evaluate(acc, model, val_enc, cfg.batch.micro_batch_size, pad_id)
-            if done % cfg.log_every == 0 or "val_loss" in record:
-                metrics.log(record)
-            progress.advance(record["loss"])
-            stop = _any(acc, flag.raised)
-            if stop or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done < cfg.max_steps):
-                _save(acc, ckpt_dir, done, world, cfg)
-            if stop:
-                if main:
-                    note_checkpointed(out)
-                acc.wait_for_everyone()  # no rank leaves before the job script can see the note
-                return EXIT_PREEMPTED
+        _, preempted = run_steps(regime, start, cadence, flag)
+        if preempted:
+            return EXIT_PREEMPTED
         evals["val_loss_after"] = evaluate(acc, model, val_enc, cfg.batch.micro_batch_size, pad_id)
         if main:
             atomic_write_json(out / "eval.json", evals)
@@ -153,6 +135,57 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
         progress.close()
         flag.restore()
         metrics.close()
+
+
+class _SftSteps:
+    """Fine-tuning's regime for the shared step schedule (`gptnl.trainer.steps`): this process's
+    micro-batches of the step's global batch, under accelerate."""
+
+    def __init__(self, acc, model, optimizer, cfg: FinetuneConfig, train_enc: list, val_enc: list, pad_id: int,
+                 accum: int, global_batch: int, metrics: MetricsLog, progress: _progress, ckpt_dir: Path,
+                 world: int, out: Path):
+        self.acc, self.model, self.optimizer, self.cfg = acc, model, optimizer, cfg
+        self.train_enc, self.val_enc, self.pad_id = train_enc, val_enc, pad_id
+        self.lengths = [len(e.ids) for e in train_enc]
+        self.accum, self.global_batch, self.metrics, self.progress = accum, global_batch, metrics, progress
+        self.ckpt_dir, self.world, self.out = ckpt_dir, world, out
+        self.schedule = WarmupCosine.of(cfg.optim, cfg.max_steps)
+        self.record: dict = {}
+
+    def step(self, index: int) -> None:
+        acc, cfg = self.acc, self.cfg
+        lr = cfg.optim.lr * self.schedule(index)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        mine = B.micro_batches(index, self.lengths, self.global_batch, cfg.batch.micro_batch_size,
+                               acc.process_index, acc.num_processes, cfg.seed)
+        t0 = time.perf_counter()
+        loss, tokens = _step(acc, self.model, self.optimizer, [[self.train_enc[i] for i in b] for b in mine],
+                             self.pad_id, self.accum, cfg)
+        self.record = {"step": index + 1, "loss": loss, "lr": lr, "processes": acc.num_processes,
+                       "tokens": int(tokens), "tokens_per_s": tokens / (time.perf_counter() - t0),
+                       "padding": B.padding_share(mine, self.lengths)}
+
+    def log(self, step: int, preempted: bool) -> None:
+        self.metrics.log(self.record)
+
+    def validate(self, step: int) -> None:
+        val = evaluate(self.acc, self.model, self.val_enc, self.cfg.batch.micro_batch_size, self.pad_id)
+        self.metrics.log({"step": step, "val_loss": val})
+
+    def save(self, step: int) -> None:
+        _save(self.acc, self.ckpt_dir, step, self.world, self.cfg)
+
+    def advance(self, step: int) -> None:
+        self.progress.advance(self.record["loss"])
+
+    def any_rank(self, flag: bool) -> bool:
+        return _any(self.acc, flag)
+
+    def stopped(self, step: int, signal: int | None) -> None:
+        if self.acc.is_main_process:
+            note_checkpointed(self.out)
+        self.acc.wait_for_everyone()  # no rank leaves before the job script can see the note
 
 
 def _data(cfg: FinetuneConfig, data: Path, tokenizer, out: Path | None):

@@ -31,6 +31,7 @@ from gptnl.trainer.loss import lm_loss, loss_function
 from gptnl.trainer.metrics import MetricsLog, peak_tflops, plot_loss
 from gptnl.trainer.optim import resolve_precision
 from gptnl.trainer.preemption import EXIT_PREEMPTED, PreemptionFlag, note_checkpointed
+from gptnl.trainer.steps import Cadence, run_steps
 
 RUN_CONFIG = "train_config.json"
 
@@ -193,7 +194,7 @@ def _save(engine, run: Run, step: int, position: int) -> None:
 
 def _setup(cfg: TrainConfig, run_dir: Path, shards: Path | None, console: Console) -> Run:
     rank, world, device = dist_env.init()
-    global_batch = cfg.batch.micro_batch_size * cfg.batch.grad_accum_steps * world
+    global_batch = cfg.batch.global_batch(world)
     stream = open_stream(cfg, find_shards(shards, cfg, run_dir), global_batch)
     seq_len = stream.first.seq_len
     extension = initial.check_tokenizer(cfg, stream.first.manifest.consumed.tokenizer.model_dump())
@@ -275,7 +276,9 @@ def _finish(run: Run, step: int, position: int, console: Console) -> None:
 
 
 class StepLoop:
-    """The steps: micro-batches with accumulation, logs, validation, checkpoints, preemption."""
+    """Pre-training's regime for the shared step schedule (`gptnl.trainer.steps`): micro-batches with
+    accumulation through the DeepSpeed engine, metrics with throughput and MFU, validation per source
+    and `eval.tasks`, checkpoints that record the stream position."""
 
     def __init__(self, run: Run, engine, scheduler, metrics: MetricsLog, flag: PreemptionFlag, console: Console,
                  show_progress: bool):
@@ -285,41 +288,50 @@ class StepLoop:
         self.peak = peak_tflops(run.cfg.metrics.peak_tflops, run.device)
         self.plain = run.rank == 0 and not (show_progress and console.is_terminal)  # job logs get plain lines
         self.scorer = None
+        self.position, self.loss, self.lr = 0, math.nan, 0.0
+        self.t0, self.window = time.perf_counter(), 0  # the throughput window: steps since the last line
+        self.progress = self.bar = None
 
-    def step(self, position: int) -> float:
+    def micro_steps(self, position: int) -> float:
         """One optimizer step over the global batch at `position`; this rank's mean micro-batch loss."""
         run, cfg = self.run, self.run.cfg
-        loss_sum = 0.0
-        for micro in range(cfg.batch.grad_accum_steps):
+        loss_sum, accum = 0.0, cfg.batch.accumulation(run.world)
+        for micro in range(accum):
             positions = micro_batch_positions(position, micro, run.rank, run.world, cfg.batch.micro_batch_size)
             x = run.stream.batch(positions).to(run.device)
             loss = self.loss_fn(forward(self.engine, x, cfg, run.eos_id), x)
             self.engine.backward(loss)
             self.engine.step()
             loss_sum += loss.item()
-        return loss_sum / cfg.batch.grad_accum_steps
+        return loss_sum / accum
 
-    def log(self, step: int, position: int, loss: float, lr: float, dt: float, steps: int) -> str:
-        run = self.run
+    def step(self, index: int) -> None:
+        self.lr = self.scheduler.get_last_lr()[0]  # the lr this step uses; the engine advances it
+        self.loss = self.micro_steps(self.position)
+        self.position, self.window = self.position + self.run.global_batch, self.window + 1
+
+    def log(self, step: int, preempted: bool) -> None:
+        run, dt = self.run, time.perf_counter() - self.t0
         seq_len = run.stream.first.seq_len
-        (loss_mean,) = dist_env.all_mean([loss], run.device)
-        tflops = run.flops_per_step * steps / dt / run.world / 1e12
+        (loss_mean,) = dist_env.all_mean([self.loss], run.device)
+        tflops = run.flops_per_step * self.window / dt / run.world / 1e12
         grad_norm = self.engine.get_global_grad_norm()
         record = {
-            "step": step, "loss": loss_mean, "lr": lr,
+            "step": step, "loss": loss_mean, "lr": self.lr,
             "grad_norm": float(grad_norm) if grad_norm is not None else None,
-            "tokens_per_s": run.global_batch * seq_len * steps / dt,
+            "tokens_per_s": run.global_batch * seq_len * self.window / dt,
             "tflops_per_device": tflops, "mfu": tflops / self.peak if self.peak else None,
-            "tokens_seen": position * seq_len, **run.stream.seen(position),
+            "tokens_seen": self.position * seq_len, **run.stream.seen(self.position),
         }
         self.metrics.log(record)
         info = f"loss {loss_mean:.4f}  {record['tokens_per_s']:,.0f} tok/s"
         if self.plain:
-            self.console.print(f"step {step}/{run.cfg.max_steps}  {info}  lr {lr:.2e}"
+            self.console.print(f"step {step}/{run.cfg.max_steps}  {info}  lr {self.lr:.2e}"
                                + (f"  MFU {record['mfu']:.1%}" if record["mfu"] else ""))
-        return info
+        self.progress.update(self.bar, info=info)
+        self.t0, self.window = time.perf_counter(), 0
 
-    def evaluate(self, step: int) -> None:
+    def validate(self, step: int) -> None:
         """Validation loss (per source for a mixture) and the `eval.tasks` scores, in one record."""
         run, cfg = self.run, self.run.cfg
         record = validation_record(self.engine, run.stream, cfg, step, run.rank, run.world, run.device)
@@ -333,6 +345,7 @@ class StepLoop:
             record = {"step": step, **record,
                       **in_training.task_metrics(run.tasks, self.scorer, cfg.eval.task_limit, cfg.data.seed)}
             self.engine.train()
+        self.t0 = time.perf_counter()
         if not record:
             return
         self.metrics.log(record)
@@ -341,40 +354,36 @@ class StepLoop:
             shown += [f"{k.removeprefix('eval/')} {v:.3f}" for k, v in record.items() if k.startswith("eval/")]
             self.console.print(f"step {step}/{cfg.max_steps}  {'  '.join(shown)}")
 
+    def save(self, step: int) -> None:
+        _save(self.engine, self.run, step, self.position)
+        self.t0 = time.perf_counter()
+
+    def advance(self, step: int) -> None:
+        self.progress.update(self.bar, completed=step)
+
+    def any_rank(self, flag: bool) -> bool:
+        return dist_env.any_rank(flag, self.run.device)
+
+    def stopped(self, step: int, signal: int | None) -> None:
+        if self.run.rank == 0:
+            note_checkpointed(self.run.run_dir)
+            self.console.print(f"signal {signal} received: checkpoint {ckpt.tag_for(step)} "
+                               f"written, exiting with code {EXIT_PREEMPTED} so the job can be requeued")
+        torch.distributed.barrier()  # no rank leaves before the job script can see the note
+
     def until_done(self, step: int, position: int) -> tuple[int, int, bool]:
         run, cfg = self.run, self.run.cfg
-        progress = Progress(
+        self.progress = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
             disable=run.rank != 0 or not self.show_progress,
         )
-        with progress:
-            bar = progress.add_task("train", total=cfg.max_steps, completed=step, info="")
-            t0, window = time.perf_counter(), 0
-            while step < cfg.max_steps:
-                lr = self.scheduler.get_last_lr()[0]  # the lr this step uses; the engine advances it
-                loss = self.step(position)
-                step, position, window = step + 1, position + run.global_batch, window + 1
-                preempted = dist_env.any_rank(self.flag.raised, run.device)
-                if step % cfg.metrics.log_every == 0 or step == cfg.max_steps or preempted:
-                    info = self.log(step, position, loss, lr, time.perf_counter() - t0, window)
-                    progress.update(bar, info=info)
-                    t0, window = time.perf_counter(), 0
-                if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.max_steps):
-                    self.evaluate(step)
-                    t0 = time.perf_counter()
-                if preempted or step == cfg.max_steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
-                    _save(self.engine, run, step, position)
-                    t0 = time.perf_counter()
-                progress.update(bar, completed=step)
-                if preempted:
-                    if run.rank == 0:
-                        note_checkpointed(run.run_dir)
-                        self.console.print(f"signal {self.flag.signal} received: checkpoint {ckpt.tag_for(step)} "
-                                           f"written, exiting with code {EXIT_PREEMPTED} so the job can be requeued")
-                    torch.distributed.barrier()  # no rank leaves before the job script can see the note
-                    return step, position, True
-        return step, position, False
+        cadence = Cadence(cfg.max_steps, cfg.metrics.log_every, cfg.eval.every, cfg.checkpoint.every)
+        with self.progress:
+            self.bar = self.progress.add_task("train", total=cfg.max_steps, completed=step, info="")
+            self.position, self.t0, self.window = position, time.perf_counter(), 0
+            step, preempted = run_steps(self, step, cadence, self.flag)
+        return step, self.position, preempted
 
 
 def shards_of_run(run_dir: Path) -> dict:

@@ -21,9 +21,9 @@ import yaml
 from conftest import ROOT
 from safetensors.torch import load_file
 
-from gptnl.config import SftData
+from gptnl.config import SftBatch, SftData
 from gptnl.errors import GptnlError
-from gptnl.finetune.batches import accumulation_steps, micro_batches
+from gptnl.finetune.batches import micro_batches
 from gptnl.finetune.conversations import prepare
 from gptnl.finetune.launch import requested_processes
 from gptnl.finetune.render import ChatRenderer
@@ -62,7 +62,7 @@ def write_config(path: Path, **overrides) -> Path:
         "method": "full", "backend": "deepspeed", "zero_stage": 2, "seq_len": 1024,
         "batch": {"global_batch_size": 16, "micro_batch_size": 4},
         "optim": {"lr": 2e-3, "min_lr": 2e-4, "weight_decay": 0.0, "warmup_steps": 2, "grad_clip": 1.0},
-        "max_steps": 6, "seed": 7, "eval_every": 0, "checkpoint": {"every": 0, "keep_last": 2},
+        "max_steps": 6, "seed": 7, "eval": {"every": 0}, "checkpoint": {"every": 0, "keep_last": 2},
         "data": {"licences": str(ROOT / "data_pipeline" / "licences.yaml"), "val_fraction": 0.15,
                  "decontamination": {"tasks": None}},
     }
@@ -197,7 +197,7 @@ def test_batches_are_the_same_global_batch_for_any_process_count():
         assert sorted(i for b in one for i in b) == sorted(i for b in two for i in b)
         assert len(one) == 4 and all(len(micro_batches(step, lengths, 16, 4, r, 2, 3)) == 2 for r in range(2))
     with pytest.raises(GptnlError, match="not a multiple of micro_batch_size 4 x 2 processes"):
-        accumulation_steps(12, 4, 2)
+        SftBatch(global_batch_size=12, micro_batch_size=4).accumulation(2)
 
 
 def test_accelerate_command_line_is_read():

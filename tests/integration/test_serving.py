@@ -103,7 +103,7 @@ def served_model(tmp_path_factory, tiny_base) -> Path:
     (work / "chat.jsonl").write_text("\n".join(lines[::10]) + "\n")
     (work / "lora.yaml").write_text(yaml.safe_dump({
         "method": "lora", "lora": {"r": 4, "alpha": 8}, "backend": "ddp", "seq_len": 1024, "max_steps": 3,
-        "batch": {"global_batch_size": 8, "micro_batch_size": 4}, "eval_every": 0,
+        "batch": {"global_batch_size": 8, "micro_batch_size": 4}, "eval": {"every": 0},
         "optim": {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 1},
         "data": {"licences": str(ROOT / "data_pipeline" / "licences.yaml"), "decontamination": {"tasks": None}}}))
     res = cli("finetune", str(work / "lora.yaml"), "--base", str(tiny_base), "--data", str(work / "chat.jsonl"),

@@ -263,7 +263,7 @@ def test_submitted_finetune_runs_on_two_tasks_and_writes_the_tuned_model(tmp_pat
     cfg = tmp_path / "sft.yaml"
     cfg.write_text(yaml.safe_dump({
         "method": "full", "backend": "deepspeed", "zero_stage": 2, "seq_len": 512, "max_steps": 3, "seed": 7,
-        "batch": {"global_batch_size": 8, "micro_batch_size": 4}, "eval_every": 0,
+        "batch": {"global_batch_size": 8, "micro_batch_size": 4}, "eval": {"every": 0},
         "optim": {"lr": 1e-3, "min_lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 1, "grad_clip": 1.0},
         "checkpoint": {"every": 0, "keep_last": 1},
         "data": {"licences": str(ROOT / "data_pipeline" / "licences.yaml"), "val_fraction": 0.1,

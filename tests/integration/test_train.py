@@ -185,6 +185,23 @@ def test_other_world_size_names_the_conversion_command(tmp_path, sample_shards):
     assert sorted(losses(run)) == list(range(1, 7))
 
 
+def test_a_fixed_global_batch_trains_the_same_on_one_and_two_processes(tmp_path, sample_shards):
+    """`batch.global_batch_size` instead of `grad_accum_steps`: the accumulation is derived (4 on one
+    process, 2 on two), so both runs take the same 16 sequences per step and log the same losses."""
+    cfg = write_train_config(tmp_path / "g.yaml", sample_shards, max_steps=3, eval={"every": 0},
+                             batch={"micro_batch_size": 4, "global_batch_size": 16},
+                             checkpoint={"every": 0, "keep_last": 1})
+    runs = {}
+    for n in (1, 2):
+        proc = run_trainer(cfg, tmp_path / f"run{n}", n)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"{n} process(es), ZeRO-2, fp32, 16×" in proc.stdout
+        runs[n] = losses(tmp_path / f"run{n}")
+    assert sorted(runs[1]) == sorted(runs[2]) == [1, 2, 3]
+    for step, loss in runs[1].items():
+        assert abs(runs[2][step] - loss) < 1e-5, (step, loss, runs[2][step])
+
+
 def test_trained_run_exports_to_a_model_transformers_loads(tmp_path, sample_shards):
     cfg = write_train_config(tmp_path / "t.yaml", sample_shards, max_steps=4, zero_stage=3,
                              metrics={"log_every": 1, "tensorboard": True},

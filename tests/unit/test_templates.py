@@ -111,6 +111,7 @@ def test_the_model_card_reads_its_lineage_into_hub_front_matter_and_sections(tmp
     assert "## Instruction tuning" not in lines  # a pre-trained model
     assert "| parameters | 5,000,000 |" in lines and "| layers | 2 |" in lines
     assert "| final training loss | 6.250 |" in lines and "| validation loss / perplexity | 6.500 / 665.1 |" in lines
+    assert "| batch | micro 4 x accumulation 2 per process |" in lines
     assert "- Tokens packed: train 40,960 (9 documents)" in lines
     assert "- Refused by step: licence 2, quality 1" in lines
     assert f"- Corpus: `{corpus}`" in lines  # no CARD.md in that folder, so no link to one
