@@ -1,12 +1,13 @@
 """Fine-tuning throughput: `gptnl finetune` vs TRL's `SFTTrainer`, same run, same everything.
 
 Both start from the same randomly initialised tiny Llama (an HF folder with gptnl's tokenizer and
-chat template), train on the same bundled Dutch conversations with the same sequence limit,
+chat template), train on the same bundled Dutch conversations (those without tool use, which TRL's
+`messages`-only dataset cannot carry) with the same sequence limit,
 global batch, micro-batch, optimizer settings and number of steps, in one process on CPU, one
 after the other. TRL trains with `assistant_only_loss=True` (its mask comes from the template's
 `generation` markers); gptnl finds the assistant tokens from prefix renderings. The masks are
 compared conversation by conversation before any timing. The figure is non-padding tokens per
-second over the steps after the first two. Goal: ratio >= 1.0.
+second over the steps after the first two. Goal: ratio >= 2.0 with every mask the same.
 
     python bench/sft_throughput.py [--steps 12] [--global-batch 16] [--micro-batch 4] [--seq-len 1024]
 """
@@ -108,7 +109,11 @@ def main() -> None:
     prepared = prepare(DATA, SftData(licences=ROOT / "data_pipeline" / "licences.yaml", val_fraction=0.0,
                                      decontamination={"tasks": None}),
                        lambda c: renderer.length(c.messages), args.seq_len)
-    convs = prepared.train
+    # TRL's dataset gets `messages` only, so the tool-use conversations (tool definitions, tool calls
+    # and results) are left out: both sides train on the conversations both render the same way
+    convs = [c for c in prepared.train
+             if not c.tools and all(m.get("role") != "tool" and not m.get("tool_calls") for m in c.messages)]
+    left_out = len(prepared.train) - len(convs)
     data = work / "train.jsonl"
     data.write_text("".join(json.dumps({"id": c.id, "messages": c.messages, "licence": c.licence,
                                         "source": c.source}, ensure_ascii=False) + "\n" for c in convs))
@@ -154,15 +159,17 @@ def main() -> None:
         "machine": platform.platform(), "cpus": os.cpu_count(), "conversations": len(convs),
         "steps": args.steps, "global_batch": args.global_batch, "micro_batch": args.micro_batch,
         "seq_len": args.seq_len, "backend": args.backend,
-        "masks_mismatched": mismatched, "gptnl_tokens_per_s": ours_tps, "trl_tokens_per_s": trl_tps,
+        "masks_mismatched": mismatched,
+        "tool_conversations_left_out": left_out, "gptnl_tokens_per_s": ours_tps, "trl_tokens_per_s": trl_tps,
         "ratio": ours_tps / trl_tps, "gptnl_padding_share": sum(s["padding"] for s in steps) / len(steps),
         "gptnl_wall_s": ours_wall, "trl_train_wall_s": trl["wall"],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"loss masks: {len(convs) - mismatched}/{len(convs)} conversations identical to TRL's")
+    print(f"loss masks: {len(convs) - mismatched}/{len(convs)} conversations identical to TRL's "
+          f"({left_out} tool-use conversations left out)")
     print(f"gptnl finetune ({args.backend}): {ours_tps:,.0f} tokens/s   TRL SFTTrainer: {trl_tps:,.0f} tokens/s   "
-          f"ratio {ours_tps / trl_tps:.2f} (goal >= 1.0)")
+          f"ratio {ours_tps / trl_tps:.2f} (goal >= 2.0)")
     print(f"gptnl padding share {result['gptnl_padding_share']:.1%}; results in {args.out}")
 
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from gptnl.config import FinetuneConfig
 from gptnl.errors import CheckpointError, GptnlError
@@ -24,12 +25,12 @@ from gptnl.finetune import batches as B
 from gptnl.finetune.conversations import prepare
 from gptnl.finetune.export import export
 from gptnl.finetune.launch import make_accelerator
-from gptnl.finetune.model import load_base, wrap_lora
+from gptnl.finetune.model import TargetLogits, load_base, wrap_lora
 from gptnl.finetune.render import ChatRenderer
 from gptnl.run_record import differs_in, same_run_or_refuse
 from gptnl.trainer import checkpoint as ckpt
 from gptnl.trainer.distributed import fill_single_process_env
-from gptnl.trainer.loss import next_token_nll, target_count
+from gptnl.trainer.loss import next_token_targets
 from gptnl.trainer.metrics import MetricsLog
 from gptnl.trainer.optim import WarmupCosine, adamw, resolve_precision
 from gptnl.trainer.preemption import EXIT_PREEMPTED, PreemptionFlag, note_checkpointed
@@ -45,10 +46,13 @@ def _record_config(out: Path, cfg: FinetuneConfig, base: Path, data: Path) -> No
                  "to start over"))
 
 
-def _nll(model, batch: dict) -> tuple[torch.Tensor, int]:
-    """The summed NLL of the assistant tokens of `batch`, and their number."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return next_token_nll(logits, batch["labels"], reduction="sum"), target_count(batch["labels"])
+def _nll(model, head: TargetLogits, batch: dict) -> tuple[torch.Tensor, int]:
+    """The summed NLL of the assistant tokens of `batch`, and their number; logits are computed at
+    those positions only."""
+    keep, targets = next_token_targets(batch["labels"])
+    with head.only(keep):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())
 
 
 def _sum(acc, values: list[float]) -> list[float]:
@@ -57,7 +61,7 @@ def _sum(acc, values: list[float]) -> list[float]:
 
 
 @torch.no_grad()
-def evaluate(acc, model, encoded: list, micro: int, pad_id: int) -> float | None:
+def evaluate(acc, model, head: TargetLogits, encoded: list, micro: int, pad_id: int) -> float | None:
     """Held-out loss per assistant token. Every rank runs the same number of forward passes
     (ZeRO-3 gathers parameters collectively); padding batches count zero."""
     if not encoded:
@@ -70,7 +74,7 @@ def evaluate(acc, model, encoded: list, micro: int, pad_id: int) -> float | None
     for k in range(per_rank):
         real = k < len(mine)
         batch = B.collate([encoded[i] for i in (mine[k] if real else batches[0])], pad_id)
-        nll, n = _nll(model, {key: v.to(acc.device) for key, v in batch.items()})
+        nll, n = _nll(model, head, {key: v.to(acc.device) for key, v in batch.items()})
         if real:
             total, count = total + nll.item(), count + n
     model.train()
@@ -103,6 +107,7 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
 
     if cfg.method == "lora":
         model = wrap_lora(model, cfg.lora, grew_vocab)
+    head = TargetLogits(model)
     optimizer = adamw(model, cfg.optim)
     model, optimizer = acc.prepare(model, optimizer)
 
@@ -112,13 +117,13 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
     metrics.truncate_after(start)
     evals = json.loads((out / "eval.json").read_text()) if (out / "eval.json").is_file() else {}
     if start == 0:
-        evals = {"val_loss_before": evaluate(acc, model, val_enc, cfg.batch.micro_batch_size, pad_id)}
+        evals = {"val_loss_before": evaluate(acc, model, head, val_enc, cfg.batch.micro_batch_size, pad_id)}
         if main:
             atomic_write_json(out / "eval.json", evals)
 
     flag = PreemptionFlag().install()
     progress = _progress(show_progress and main, start, cfg.max_steps)
-    regime = _SftSteps(acc, model, optimizer, cfg, train_enc, val_enc, pad_id, accum, global_batch, metrics,
+    regime = _SftSteps(acc, model, head, optimizer, cfg, train_enc, val_enc, pad_id, accum, global_batch, metrics,
                        progress, ckpt_dir, world, out)
     cadence = Cadence(cfg.max_steps, cfg.metrics.log_every, cfg.eval.every, cfg.checkpoint.every,
                       validate_last=False, save_last=False)  # the loss after and the export come below
@@ -126,7 +131,7 @@ def finetune(cfg: FinetuneConfig, base: Path, data: Path, out: Path, *, show_pro
         _, preempted = run_steps(regime, start, cadence, flag)
         if preempted:
             return EXIT_PREEMPTED
-        evals["val_loss_after"] = evaluate(acc, model, val_enc, cfg.batch.micro_batch_size, pad_id)
+        evals["val_loss_after"] = evaluate(acc, model, head, val_enc, cfg.batch.micro_batch_size, pad_id)
         if main:
             atomic_write_json(out / "eval.json", evals)
         export(acc, model, tokenizer, cfg, base, out, prepared.counts(), evals)
@@ -141,10 +146,10 @@ class _SftSteps:
     """Fine-tuning's regime for the shared step schedule (`gptnl.trainer.steps`): this process's
     micro-batches of the step's global batch, under accelerate."""
 
-    def __init__(self, acc, model, optimizer, cfg: FinetuneConfig, train_enc: list, val_enc: list, pad_id: int,
-                 accum: int, global_batch: int, metrics: MetricsLog, progress: _progress, ckpt_dir: Path,
-                 world: int, out: Path):
-        self.acc, self.model, self.optimizer, self.cfg = acc, model, optimizer, cfg
+    def __init__(self, acc, model, head: TargetLogits, optimizer, cfg: FinetuneConfig, train_enc: list,
+                 val_enc: list, pad_id: int, accum: int, global_batch: int, metrics: MetricsLog, progress: _progress,
+                 ckpt_dir: Path, world: int, out: Path):
+        self.acc, self.model, self.head, self.optimizer, self.cfg = acc, model, head, optimizer, cfg
         self.train_enc, self.val_enc, self.pad_id = train_enc, val_enc, pad_id
         self.lengths = [len(e.ids) for e in train_enc]
         self.accum, self.global_batch, self.metrics, self.progress = accum, global_batch, metrics, progress
@@ -160,7 +165,7 @@ class _SftSteps:
         mine = B.micro_batches(index, self.lengths, self.global_batch, cfg.batch.micro_batch_size,
                                acc.process_index, acc.num_processes, cfg.seed)
         t0 = time.perf_counter()
-        loss, tokens = _step(acc, self.model, self.optimizer, [[self.train_enc[i] for i in b] for b in mine],
+        loss, tokens = _step(acc, self.model, self.head, self.optimizer, [[self.train_enc[i] for i in b] for b in mine],
                              self.pad_id, self.accum, cfg)
         self.record = {"step": index + 1, "loss": loss, "lr": lr, "processes": acc.num_processes,
                        "tokens": int(tokens), "tokens_per_s": tokens / (time.perf_counter() - t0),
@@ -170,7 +175,7 @@ class _SftSteps:
         self.metrics.log(self.record)
 
     def validate(self, step: int) -> None:
-        val = evaluate(self.acc, self.model, self.val_enc, self.cfg.batch.micro_batch_size, self.pad_id)
+        val = evaluate(self.acc, self.model, self.head, self.val_enc, self.cfg.batch.micro_batch_size, self.pad_id)
         self.metrics.log({"step": step, "val_loss": val})
 
     def save(self, step: int) -> None:
@@ -247,7 +252,8 @@ def _universal_state(acc, checkpoint: Path) -> Path:
     return universal
 
 
-def _step(acc, model, optimizer, batches: list[list], pad_id: int, accum: int, cfg: FinetuneConfig):
+def _step(acc, model, head: TargetLogits, optimizer, batches: list[list], pad_id: int, accum: int,
+          cfg: FinetuneConfig):
     """One optimizer step over this process's micro-batches; (loss per target token, tokens) over
     all processes. The loss is scaled by the global target count, so every token weighs the same."""
     (targets,) = _sum(acc, [sum(e.targets for b in batches for e in b)])
@@ -256,7 +262,7 @@ def _step(acc, model, optimizer, batches: list[list], pad_id: int, accum: int, c
         batch = {k: v.to(acc.device) for k, v in B.collate(b, pad_id).items()}
         tokens += int(batch["attention_mask"].sum())
         with acc.accumulate(model):
-            nll, _ = _nll(model, batch)
+            nll, _ = _nll(model, head, batch)
             acc.backward(nll * (accum * acc.num_processes / targets))
             if cfg.backend != "deepspeed" and cfg.optim.grad_clip > 0 and acc.sync_gradients:
                 acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)

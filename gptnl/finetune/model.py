@@ -8,6 +8,7 @@ tokens and the embeddings grown to match, so training and serving render the sam
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -57,3 +58,36 @@ def wrap_lora(model, settings: LoraSettings, grew_vocab: bool = False):
                         target_modules=list(settings.target_modules), task_type="CAUSAL_LM",
                         modules_to_save=["embed_tokens", "lm_head"] if grew_vocab else None)
     return get_peft_model(model, config)
+
+
+class TargetLogits:
+    """The LM head computes logits only at the positions a loss is taken on (`only(keep)`), as rows
+    (n, vocab) instead of (batch, seq, vocab). In chat fine-tuning most positions are the prompt or
+    padding, and the head with its fp32 cross-entropy is a large share of a small model's step; the
+    loss and its gradients are the same. A forward pre-hook on the output layer does the selection,
+    so the model's own forward runs unchanged inside accelerate's DeepSpeed or DDP wrapper (which
+    calling the decoder and the head separately would bypass)."""
+
+    def __init__(self, model):
+        self.keep: torch.Tensor | None = None
+        self.head = model.get_output_embeddings()
+        if self.head is None:
+            raise GptnlError(f"{type(model).__name__} has no output layer to compute logits with")
+        self.head.register_forward_pre_hook(self._select)
+
+    def _select(self, _module, args):
+        if self.keep is None:
+            return None
+        hidden, *rest = args
+        if hidden.shape[:2] != self.keep.shape:
+            raise GptnlError(f"output layer input {tuple(hidden.shape)} does not match the loss mask "
+                             f"{tuple(self.keep.shape)}")
+        return (hidden[self.keep], *rest)
+
+    @contextmanager
+    def only(self, keep: torch.Tensor):
+        self.keep = keep
+        try:
+            yield
+        finally:
+            self.keep = None

@@ -20,6 +20,15 @@ def next_token_nll(logits: torch.Tensor, labels: torch.Tensor, *, reduction: str
                            reduction=reduction)
 
 
+def next_token_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keep, targets): the positions whose logits take a loss under `next_token_nll` (a bool mask
+    shaped like `labels`) and, in row-major order, the token each one predicts. A model that computes
+    logits only at `keep` gives `F.cross_entropy(those_logits, targets)` the same loss."""
+    shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    keep = shifted != IGNORE
+    return keep, shifted[keep]
+
+
 def target_count(labels: torch.Tensor) -> int:
     """How many positions of `labels` take a loss under `next_token_nll`."""
     return int((labels[:, 1:] != IGNORE).sum())
